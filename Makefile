@@ -1,0 +1,67 @@
+# bpttlab: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= dev
+
+EXP   ?= default
+ARGS  ?=
+ONLY  ?=
+JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
+HOST  ?= 127.0.0.1
+UI_PORT ?= 5000
+
+# One BLAS thread per process: sweeps parallelise over runs, not inside matmuls.
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PYTHONHASHSEED ?= 0
+
+.PHONY: help install test test-slow test-all lint format bench run sweep smoke ui report reproduce clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@echo
+	@echo "  Variables: EXP=<experiments/NAME.yaml> ARGS='<hydra overrides>' JOBS=$(JOBS) ONLY=<reproduction>"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install bpttlab with its dev tools (done automatically by other targets)
+
+test: $(STAMP) ## Run the test suite (fast tests; slow ones are in test-slow)
+	$(PY) -m pytest -m "not slow and not scale" -q
+
+test-slow: $(STAMP) ## Run the slow end-to-end tests
+	$(PY) -m pytest -m "slow" -q
+
+lint: $(STAMP) ## Lint with ruff
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+format: $(STAMP) ## Auto-format with ruff
+	$(PY) -m ruff format src tests
+	$(PY) -m ruff check --fix src tests
+
+bench: $(STAMP) ## Print speed figures (engine step times vs matmul floor, sweep wall time, tracking overhead)
+	$(PY) -m bpttlab.bench $(ARGS)
+
+run: $(STAMP) ## Train one run and print its summary, e.g. make run ARGS="model=lstm task.seq_len=50"
+	$(PY) -m bpttlab.sweep $(ARGS)
+
+sweep: $(STAMP) ## Run the study grid experiments/$(EXP).yaml in parallel, tracked in MLflow (EXP=default)
+	$(PY) -m bpttlab.sweep --multirun +experiments=$(EXP) hydra.launcher.n_jobs=$(JOBS) $(ARGS)
+
+smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
+	$(MAKE) sweep EXP=smoke
+
+clean: ## Remove generated outputs (keeps the MLflow store and .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
