@@ -1,0 +1,316 @@
+"""First-order optimizers and gradient clipping over dicts of NumPy arrays.
+
+``opt = make_optimizer(name, lr, **kw)`` builds one of ``OPTIMIZERS``; ``opt.step(params, grads)``
+updates every ``params[k]`` in place from ``grads[k]`` (state per key, created on first use).
+
+``clip_gradients(grads, mode, threshold)`` clips in place, mode one of ``CLIP_MODES``:
+
+- ``"none"``: leave the gradients alone (the norm is still measured);
+- ``"norm"``: Pascanu, Mikolov & Bengio (2013), Algorithm 1 — with ``||g||`` the global L2 norm
+  over all arrays, if ``||g|| >= threshold`` then ``g <- threshold * g / ||g||``;
+- ``"value"``: element-wise ``g <- clip(g, -threshold, threshold)`` (min-char-rnn style).
+
+Non-finite gradients are never modified: ``clip_gradients`` reports ``norm_before`` as ``inf`` or
+``nan`` with ``fired = False`` and leaves the decision (stop, skip the step) to the caller.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "OPTIMIZERS",
+    "CLIP_MODES",
+    "ClipInfo",
+    "clip_gradients",
+    "make_optimizer",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "RMSprop",
+    "Adam",
+]
+
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+CLIP_MODES = ("none", "norm", "value")
+
+
+def _global_norm(grads: Mapping[str, np.ndarray]) -> float:
+    """Global L2 norm ``sqrt(sum_k ||g_k||^2)`` over all arrays, safe from overflow.
+
+    Computed as ``m * sqrt(sum (g / m)^2)`` with ``m = max |g|`` so finite gradients as large as
+    1e200 do not overflow. Returns ``inf`` if any entry is infinite, ``nan`` if any is NaN.
+    """
+    arrays = [np.asarray(g) for g in grads.values() if np.size(g)]
+    if not arrays:
+        return 0.0
+    m = float(np.max([np.max(np.abs(g)) for g in arrays]))  # NaN propagates through np.max
+    if not np.isfinite(m) or m == 0.0:
+        return m
+    return m * float(np.sqrt(sum(np.sum(np.square(g / m)) for g in arrays)))
+
+
+def _positive_number(x) -> bool:
+    """True if ``x`` is a real number (not a bool) with ``0 < x < inf``."""
+    return not isinstance(x, bool) and isinstance(x, numbers.Real) and 0.0 < x < np.inf
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What :func:`clip_gradients` did: global norms before/after and whether it changed ``g``."""
+
+    norm_before: float
+    norm_after: float
+    fired: bool
+
+
+def clip_gradients(
+    grads: Mapping[str, np.ndarray], mode: str = "norm", threshold: float = 1.0
+) -> ClipInfo:
+    """Clip a dict of gradient arrays in place.
+
+    Parameters
+    ----------
+    grads : dict name -> float array (any shapes); modified in place.
+    mode : ``"none"``, ``"norm"`` (``g <- threshold g / ||g||`` when ``||g|| >= threshold``,
+        ``||g||`` the global L2 norm) or ``"value"`` (``g <- clip(g, -threshold, threshold)``).
+    threshold : > 0 for ``"norm"`` and ``"value"``; ignored for ``"none"``.
+
+    Returns
+    -------
+    ClipInfo(norm_before, norm_after, fired). For ``"norm"``, ``fired`` is ``||g|| >= threshold``
+    (the test of Algorithm 1); for ``"value"`` it is whether any ``|g_i| > threshold``.
+    Non-finite gradients are left untouched: ``norm_after = norm_before`` (inf or nan),
+    ``fired = False``.
+
+    Raises
+    ------
+    ValueError : unknown ``mode``, or ``threshold <= 0`` (or not finite) for a clipping mode.
+    """
+    if mode not in CLIP_MODES:
+        raise ValueError(f"unknown clip mode {mode!r}; valid choices: {CLIP_MODES}")
+    norm_before = _global_norm(grads)
+    if mode == "none":
+        return ClipInfo(norm_before, norm_before, False)
+    if not _positive_number(threshold):
+        raise ValueError(
+            f"clip threshold must be a finite number > 0 for mode {mode!r}, got {threshold!r}"
+        )
+    if not np.isfinite(norm_before):
+        return ClipInfo(norm_before, norm_before, False)  # caller decides what to do
+    if mode == "norm":
+        if norm_before < threshold:
+            return ClipInfo(norm_before, norm_before, False)
+        scale = threshold / norm_before
+        for g in grads.values():
+            g *= scale  # g <- threshold * g / ||g||
+        return ClipInfo(norm_before, _global_norm(grads), True)
+    fired = any(bool(np.any(np.abs(g) > threshold)) for g in grads.values())
+    if fired:
+        for g in grads.values():
+            np.clip(g, -threshold, threshold, out=g)
+    return ClipInfo(norm_before, _global_norm(grads), fired)
+
+
+class Optimizer:
+    """Base class: ``step(params, grads)`` applies ``_update`` to every key of ``grads``.
+
+    Attributes
+    ----------
+    lr : learning rate (mutable, e.g. for a schedule).
+    state : dict key -> dict of per-parameter buffers, created lazily on a key's first step.
+    """
+
+    name = ""
+
+    def __init__(self, lr: float):
+        if not _positive_number(lr):
+            raise ValueError(f"{self.name}: lr must be a finite number > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.state: dict[str, dict] = {}
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+        """Update ``params[k]`` in place for every ``k`` in ``grads``.
+
+        Raises
+        ------
+        ValueError : a gradient key missing from ``params`` or a shape mismatch.
+        """
+        for k, g in grads.items():
+            if k not in params:
+                raise ValueError(f"gradient {k!r} has no parameter; parameters: {sorted(params)}")
+            p = params[k]
+            if np.shape(p) != np.shape(g):
+                raise ValueError(f"{k}: gradient shape {np.shape(g)} != parameter {np.shape(p)}")
+            if k not in self.state:
+                self.state[k] = self._init_state(p)
+            self._update(p, np.asarray(g), self.state[k])
+
+    def _init_state(self, p: np.ndarray) -> dict:
+        return {}
+
+    def _update(self, p: np.ndarray, g: np.ndarray, st: dict) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+        return f"{type(self).__name__}({opts})"
+
+    def _options(self) -> dict:
+        return {"lr": self.lr}
+
+
+def _check_unit(name: str, opt: str, value: float) -> float:
+    """Return ``value`` if in ``[0, 1)``, else raise ValueError."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{opt}: {name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_eps(opt: str, eps: float) -> float:
+    if not eps > 0.0:
+        raise ValueError(f"{opt}: eps must be > 0, got {eps!r}")
+    return float(eps)
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: ``p <- p - lr g``."""
+
+    name = "sgd"
+
+    def _update(self, p, g, st):
+        p -= self.lr * g
+
+
+class Momentum(Optimizer):
+    """SGD with (heavy-ball or Nesterov) momentum, PyTorch's convention.
+
+    ``v <- mu v + g``; ``p <- p - lr v``, or with ``nesterov=True`` ``p <- p - lr (g + mu v)``.
+    ``v`` starts at 0 (so the first step equals SGD). Equal to Sutskever's
+    ``v <- mu v - lr g, p <- p + v`` for a constant ``lr``.
+    """
+
+    name = "momentum"
+
+    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False):
+        super().__init__(lr)
+        self.momentum = _check_unit("momentum", self.name, momentum)
+        if nesterov and self.momentum == 0.0:
+            raise ValueError("momentum: nesterov=True needs momentum > 0, got momentum=0")
+        self.nesterov = bool(nesterov)
+
+    def _init_state(self, p):
+        return {"v": np.zeros_like(p)}
+
+    def _update(self, p, g, st):
+        v = st["v"]
+        v *= self.momentum
+        v += g  # v <- mu v + g
+        p -= self.lr * (g + self.momentum * v if self.nesterov else v)
+
+    def _options(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class RMSprop(Optimizer):
+    """RMSProp (Tieleman & Hinton 2012, lecture 6.5).
+
+    ``s <- rho s + (1 - rho) g^2``; ``p <- p - lr g / (sqrt(s) + eps)``, ``s`` starting at 0.
+    ``decay = rho = 0.9`` as in the lecture (PyTorch's ``alpha`` defaults to 0.99: pass
+    ``decay=0.99`` to match it; its ``eps`` is also added outside the square root).
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, lr: float, decay: float = 0.9, eps: float = 1e-8):
+        super().__init__(lr)
+        self.decay = _check_unit("decay", self.name, decay)
+        self.eps = _check_eps(self.name, eps)
+
+    def _init_state(self, p):
+        return {"s": np.zeros_like(p)}
+
+    def _update(self, p, g, st):
+        s = st["s"]
+        s *= self.decay
+        s += (1.0 - self.decay) * g * g  # running mean of g^2
+        p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+    def _options(self):
+        return {"lr": self.lr, "decay": self.decay, "eps": self.eps}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
+    ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``,
+    ``p <- p - lr m_hat / (sqrt(v_hat) + eps)``, with ``t`` the number of steps taken by that key.
+    """
+
+    name = "adam"
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(lr)
+        self.beta1 = _check_unit("beta1", self.name, beta1)
+        self.beta2 = _check_unit("beta2", self.name, beta2)
+        self.eps = _check_eps(self.name, eps)
+
+    def _init_state(self, p):
+        return {"t": 0, "m": np.zeros_like(p), "v": np.zeros_like(p)}
+
+    def _update(self, p, g, st):
+        st["t"] += 1
+        t, m, v = st["t"], st["m"], st["v"]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * g * g
+        m_hat = m / (1.0 - self.beta1**t)  # bias correction of the zero-initialised averages
+        v_hat = v / (1.0 - self.beta2**t)
+        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def _options(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+_REGISTRY: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+_OPTIONS = {
+    "sgd": (),
+    "momentum": ("momentum", "nesterov"),
+    "rmsprop": ("decay", "eps"),
+    "adam": ("beta1", "beta2", "eps"),
+}
+
+
+def make_optimizer(name: str, lr: float, **kw) -> Optimizer:
+    """Build an optimizer by name.
+
+    Parameters
+    ----------
+    name : one of ``OPTIMIZERS`` = ("sgd", "momentum", "rmsprop", "adam").
+    lr : learning rate > 0.
+    **kw : ``momentum`` (0.9), ``nesterov`` (False) for "momentum"; ``decay`` (0.9), ``eps``
+        (1e-8) for "rmsprop"; ``beta1`` (0.9), ``beta2`` (0.999), ``eps`` (1e-8) for "adam".
+
+    Raises
+    ------
+    ValueError : unknown name, unknown option for that optimizer, or a bad value.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown optimizer {name!r}; valid choices: {OPTIMIZERS}")
+    unknown = sorted(set(kw) - set(_OPTIONS[name]))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {unknown}; valid options: {list(_OPTIONS[name])}"
+        )
+    return _REGISTRY[name](lr, **kw)
