@@ -1,0 +1,261 @@
+"""Where runs are recorded: a small Tracker interface, an MLflow implementation and a null one.
+
+``train()`` only talks to :class:`Tracker`; nothing else in the training code knows about MLflow.
+The MLflow tracker never relies on MLflow's defaults (which depend on the working directory and on
+a stray ``./mlruns``): the store is an absolute ``sqlite:///`` URI in the project directory unless
+``tracking.uri`` or ``MLFLOW_TRACKING_URI`` names another one, and every call goes through an
+explicit ``MlflowClient`` with an explicit run id (no fluent, process-global active run).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# MLflow caps one log_batch call at 1000 metrics and 100 params or tags.
+METRICS_PER_BATCH = 1000
+PARAMS_PER_BATCH = 100
+PARAM_VALUE_MAX = 6000
+
+SQLITE_NAME = "mlflow.db"
+ARTIFACT_DIR_NAME = "mlartifacts"
+
+
+def project_root() -> Path:
+    """The directory holding ``pyproject.toml`` (the repository), found from this file or the cwd."""
+    env = os.environ.get("BPTTLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    for start in (Path(__file__).resolve(), Path.cwd().resolve()):
+        for parent in (start, *start.parents):
+            if (parent / "pyproject.toml").is_file() and (parent / "conf").is_dir():
+                return parent
+    return Path.cwd().resolve()
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<project root>/mlflow.db`` as an absolute URI."""
+    return f"sqlite:///{project_root() / SQLITE_NAME}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Pick the store: the explicit ``uri``, else ``MLFLOW_TRACKING_URI``, else the project store.
+
+    Relative ``sqlite:///`` paths are made absolute so parallel workers agree on one file.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///") :])
+        if not path.is_absolute():
+            uri = f"sqlite:///{path.resolve()}"
+    if "://" not in uri:
+        raise ValueError(
+            f"tracking URI {uri!r} is not supported: expected sqlite:///ABS/PATH/mlflow.db, "
+            "http(s)://HOST:PORT (an MLflow server) or postgresql://... (MLflow's file store "
+            "'./mlruns' is refused by current MLflow)"
+        )
+    return uri
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live next to the database, whatever the cwd."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return (db.parent / ARTIFACT_DIR_NAME).as_uri()
+    return None  # a tracking server decides (it serves artifacts itself)
+
+
+class Tracker(Protocol):
+    """What the training loop may record. Every method is cheap to call; writes may be batched."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def log_series(self, name: str, steps: Iterable[int], values: Iterable[float]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+
+    def log_arrays(self, artifact_file: str, **arrays: np.ndarray) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+class NullTracker:
+    """Keeps everything in memory (for tests and ``tracking.enabled=false``)."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.tags: dict[str, str] = {}
+        self.metrics: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.artifacts: dict[str, Any] = {}
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.update({k: str(v) for k, v in params.items()})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_series(self, name: str, steps: Iterable[int], values: Iterable[float]) -> None:
+        for s, v in zip(steps, values, strict=True):
+            if _finite(v):
+                self.metrics[name].append((int(s), float(v)))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        for k, v in metrics.items():
+            self.log_series(k, [step], [v])
+
+    def log_arrays(self, artifact_file: str, **arrays: np.ndarray) -> None:
+        self.artifacts[artifact_file] = {k: np.asarray(v) for k, v in arrays.items()}
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.artifacts[artifact_file] = text
+
+    def flush(self) -> None:
+        pass
+
+
+def get_client(uri: str):
+    """An ``MlflowClient`` on ``uri``; for SQLite this also creates or migrates the schema.
+
+    Call it once in the driver before parallel workers start: first-time migrations of one
+    SQLite file from several processes race and fail.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # forces store initialisation (schema creation)
+    return client
+
+
+def get_or_create_experiment(client, name: str, uri: str) -> str:
+    """Experiment id for ``name``, creating it if needed; safe when several workers race."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except Exception:  # another worker created it between our two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class MlflowTracker:
+    """Records one MLflow run through an explicit client and run id, with batched writes."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._pending: list = []
+        self.seconds = 0.0  # time spent in MLflow calls (tracking overhead)
+
+    @classmethod
+    def start(
+        cls,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> MlflowTracker:
+        t0 = time.perf_counter()
+        client = get_client(uri)
+        exp_id = get_or_create_experiment(client, experiment, uri)
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
+        tracker = cls(client, run.info.run_id)
+        tracker.seconds += time.perf_counter() - t0
+        return tracker
+
+    def _timed(self, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in params.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            self._timed(self.client.log_batch, self.run_id, params=items[i : i + PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            self._timed(self.client.log_batch, self.run_id, tags=items[i : i + PARAMS_PER_BATCH])
+
+    def log_series(self, name: str, steps: Iterable[int], values: Iterable[float]) -> None:
+        """Queue a metric series; non-finite values are skipped (never written as results)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        for s, v in zip(steps, values, strict=True):
+            if _finite(v):
+                self._pending.append(Metric(name, float(v), ts, int(s)))
+        if len(self._pending) >= 10 * METRICS_PER_BATCH:
+            self.flush()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        for k, v in metrics.items():
+            self.log_series(k, [step], [v])
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), METRICS_PER_BATCH):
+            self._timed(
+                self.client.log_batch, self.run_id, metrics=pending[i : i + METRICS_PER_BATCH]
+            )
+
+    def log_arrays(self, artifact_file: str, **arrays: np.ndarray) -> None:
+        """Save arrays as one ``.npz`` artifact (e.g. the checkpoint x t profile matrix)."""
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        self._log_bytes(buf.getvalue(), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._log_bytes(text.encode(), artifact_file)
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        path = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(data)
+            subdir = str(path.parent) if str(path.parent) != "." else None
+            self._timed(self.client.log_artifact, self.run_id, str(local), subdir)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self._timed(self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        try:
+            self.flush()
+        finally:
+            self._timed(self.client.set_terminated, self.run_id, status)
