@@ -169,8 +169,8 @@ class AddingTask(_BatchTask):
 
     def __init__(self, seq_len, *, solve_frac: float = 0.1, tol: float = 0.04, **kw):
         super().__init__(_check_int("seq_len", seq_len, 2, "adding"), **kw)
-        if not 0.0 < solve_frac < 1.0:
-            raise ValueError(f"adding: solve_frac must be in (0, 1), got {solve_frac!r}")
+        if not 0.0 < solve_frac <= 1.0:
+            raise ValueError(f"adding: solve_frac must be in (0, 1], got {solve_frac!r}")
         if not tol > 0.0:
             raise ValueError(f"adding: tol must be > 0, got {tol!r}")
         self.solve_frac = float(solve_frac)
@@ -390,7 +390,7 @@ class DigitsTask(_BatchTask):
         pixels, labels = _digits_arrays()
         n = len(labels)
         if test_size is None:
-            test_size = round(0.2 * n)
+            test_size = math.ceil(0.2 * n)  # 360, as train_test_split(test_size=0.2)
         test_size = _check_int("test_size", test_size, 1, "digits")
         if test_size >= n:
             raise ValueError(f"digits: test_size must be in [1, {n - 1}], got {test_size}")
@@ -645,13 +645,16 @@ class CliffTask:
         """See :func:`bifurcation`."""
         return bifurcation(w, b_values, **kw)
 
-    def sample(self, rng, batch):
+    def sample(self, rng=None, batch=None):
+        """Raise ValueError: the cliff model has no data."""
         raise ValueError(
             "cliff is not a batch task: use its trajectory/error/grad/bifurcation methods; "
             f"batch tasks are {BATCH_TASKS}"
         )
 
-    test_set = sample
+    def test_set(self):
+        """Raise ValueError: the cliff model has no data."""
+        self.sample()
 
     def __repr__(self) -> str:
         return f"CliffTask(seq_len={self.seq_len}, target={self.target}, x0={self.x0})"
