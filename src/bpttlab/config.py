@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -175,7 +175,6 @@ def to_config(cfg: Config | DictConfig | dict) -> Config:
     if isinstance(cfg, Config):
         return cfg
     node = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-    node = OmegaConf.masked_copy(node, [f.name for f in fields(Config)])
     return OmegaConf.to_object(node)  # type: ignore[return-value]
 
 

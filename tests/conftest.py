@@ -1,0 +1,36 @@
+"""Shared fixtures: Hydra composition of the project's config tree, temporary MLflow stores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from bpttlab import config as C  # noqa: E402
+from bpttlab.tracking import project_root  # noqa: E402
+
+C.register_configs()
+CONF_DIR = str(project_root() / "conf")
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(*overrides) -> composed DictConfig of conf/config.yaml (Hydra's own rules)."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path, monkeypatch):
+    """A fresh, empty SQLite MLflow store for one test (MLFLOW_TRACKING_URI points at it)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

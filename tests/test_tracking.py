@@ -1,0 +1,91 @@
+"""The MLflow tracker writes what a run records, in batches, to an explicit store."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from bpttlab import tracking
+
+
+def test_resolve_uri_prefers_explicit_then_env_then_project(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = tracking.resolve_tracking_uri()
+    assert default == f"sqlite:///{tracking.project_root() / 'mlflow.db'}"
+    assert default.startswith("sqlite:////")  # absolute
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.resolve_tracking_uri() == "http://127.0.0.1:5999"
+    explicit = f"sqlite:///{tmp_path}/x.db"
+    assert tracking.resolve_tracking_uri(explicit) == explicit
+
+
+def test_relative_sqlite_uri_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+
+
+def test_file_store_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="mlruns"):
+        tracking.resolve_tracking_uri("mlruns")
+
+
+def test_null_tracker_keeps_finite_values_only():
+    t = tracking.NullTracker()
+    t.log_series("loss", [0, 1, 2], [1.0, float("nan"), 0.5])
+    t.log_metrics({"a": 2.0, "b": float("inf")}, step=7)
+    assert t.metrics["loss"] == [(0, 1.0), (2, 0.5)]
+    assert t.metrics["a"] == [(7, 2.0)]
+    assert "b" not in t.metrics
+
+
+def test_mlflow_tracker_batches_metrics_params_and_artifacts(sqlite_uri):
+    tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "run-a", tags={"cell": "rnn"})
+    params = {f"p{i}": i for i in range(250)}  # more than one 100-param batch
+    tr.log_params(params)
+    steps = np.arange(2500)  # more than one 1000-metric batch
+    tr.log_series("loss", steps, np.linspace(1, 0, 2500))
+    tr.log_series("grad_norm", [0, 1], [1.0, float("nan")])  # the NaN is not written
+    tr.log_arrays("profiles/temporal_profiles.npz", norms=np.ones((2, 5)), train_step=[0, 10])
+    tr.log_text("hello", "notes/readme.txt")
+    tr.end("FINISHED")
+
+    client = tracking.get_client(sqlite_uri)
+    run = client.get_run(tr.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["cell"] == "rnn"
+    assert len(run.data.params) == 250
+    assert len(client.get_metric_history(tr.run_id, "loss")) == 2500
+    assert len(client.get_metric_history(tr.run_id, "grad_norm")) == 1
+    listed = {a.path for a in client.list_artifacts(tr.run_id, "profiles")}
+    assert listed == {"profiles/temporal_profiles.npz"}
+    local = client.download_artifacts(tr.run_id, "profiles/temporal_profiles.npz")
+    assert np.load(local)["norms"].shape == (2, 5)
+    # artifacts live next to the database, whatever the working directory was
+    exp = client.get_experiment_by_name("exp")
+    assert exp.artifact_location.startswith(tracking._artifact_location(sqlite_uri))
+
+
+def _writer(uri: str, k: int, n: int) -> None:
+    tr = tracking.MlflowTracker.start(uri, "race", f"writer-{k}")
+    tr.log_series("value", np.arange(n), np.full(n, float(k)))
+    tr.end("FINISHED")
+
+
+def test_four_workers_writing_at_once_lose_nothing(sqlite_uri):
+    tracking.get_client(sqlite_uri)  # schema created once, before the workers start
+    n = 3000
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(sqlite_uri, k, n)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    client = tracking.get_client(sqlite_uri)
+    exp = client.get_experiment_by_name("race")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 4
+    landed = sum(len(client.get_metric_history(r.info.run_id, "value")) for r in runs)
+    assert landed == 4 * n
