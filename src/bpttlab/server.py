@@ -383,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             print("no mlflow server recorded")
             return 1
         state = "running" if ok else ("not answering" if _alive(info.pid) else "not running")
-        print(f"mlflow server {state}: {info.url} (pid {info.pid}), backend {info.backend_store_uri}")
+        print(f"mlflow server {state}: {info.url} (pid {info.pid})")
+        print(f"  backend: {info.backend_store_uri}")
         return 0 if ok else 1
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
