@@ -1,0 +1,194 @@
+"""Weight initialization schemes, each with one scale parameter.
+
+A weight of shape ``(rows, cols) = (fan_out, fan_in)`` is used as ``x @ W.T``, as in PyTorch.
+
+========== ============================================ =========================== ========
+name       distribution                                 ``scale`` means             default
+========== ============================================ =========================== ========
+default    ``U(±scale/√H)`` (PyTorch's RNN default)     multiplier of ``1/√H``      1.0
+uniform    ``U(±a)``                                    ``a``                       0.1
+normal     ``N(0, σ²)``                                 ``σ``                       0.1
+xavier     Glorot uniform ``U(±gain·√(6/(in+out)))``    ``gain``                    1.0
+orthogonal ``gain · Q``, ``Q`` (semi-)orthogonal        ``gain``                    1.0
+identity   ``gain · I`` (the IRNN of Le et al. 2015)    ``gain``                    1.0
+========== ============================================ =========================== ========
+
+``rescale_spectral_radius`` then optionally sets any square matrix to a chosen spectral radius
+``ρ`` (the "smart" initialization of Pascanu et al. 2013).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SCALES",
+    "RECURRENT_INITS",
+    "init_blocks",
+    "init_weight",
+    "rescale_spectral_radius",
+]
+
+#: Scheme names accepted by ``init_weight``.
+RECURRENT_INITS: tuple[str, ...] = (
+    "default",
+    "uniform",
+    "normal",
+    "xavier",
+    "orthogonal",
+    "identity",
+)
+
+#: The scale each scheme uses when ``scale=None``.
+DEFAULT_SCALES: dict[str, float] = {
+    "default": 1.0,
+    "uniform": 0.1,
+    "normal": 0.1,
+    "xavier": 1.0,
+    "orthogonal": 1.0,
+    "identity": 1.0,
+}
+
+
+def _check_name(name: str, what: str = "init") -> str:
+    if name not in RECURRENT_INITS:
+        valid = ", ".join(repr(n) for n in RECURRENT_INITS)
+        raise ValueError(f"unknown {what} scheme {name!r}; valid choices: {valid}")
+    return name
+
+
+def _check_scale(scale: float | None, name: str) -> float:
+    if scale is None:
+        return DEFAULT_SCALES[name]
+    scale = float(scale)
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"init scale for {name!r} must be finite and >= 0, got {scale!r}")
+    return scale
+
+
+def _orthogonal(rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """(Semi-)orthogonal ``(rows, cols)`` matrix from the QR of a Gaussian, Haar distributed."""
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    # fix the signs so that Q is uniformly (Haar) distributed, as torch.nn.init.orthogonal_
+    q *= np.sign(np.diag(r))
+    return q if rows >= cols else q.T
+
+
+def init_weight(
+    name: str,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    scale: float | None = None,
+    dtype: np.dtype | type = np.float64,
+    hidden_size: int | None = None,
+) -> np.ndarray:
+    """Draw one weight matrix (or bias vector) with a named scheme.
+
+    Parameters
+    ----------
+    name : str
+        One of ``RECURRENT_INITS``.
+    shape : tuple of int
+        ``(fan_out, fan_in)`` for a matrix; ``(n,)`` is allowed for "default", "uniform", "normal".
+    rng : numpy.random.Generator
+    scale : float, optional
+        The scheme's scale (see the module table); ``None`` uses ``DEFAULT_SCALES[name]``.
+    dtype : numpy dtype, default float64
+    hidden_size : int, optional
+        ``H`` of the "default" bound ``1/√H``; defaults to ``fan_in`` (``shape[-1]``), which is
+        PyTorch's ``nn.Linear`` rule.
+
+    Returns
+    -------
+    ndarray of ``shape`` and ``dtype``
+
+    Raises
+    ------
+    ValueError
+        For an unknown scheme, a negative or non-finite scale, or a shape the scheme cannot fill.
+    """
+    _check_name(name)
+    scale = _check_scale(scale, name)
+    shape = tuple(int(n) for n in shape)
+    if name in ("xavier", "orthogonal", "identity") and len(shape) != 2:
+        raise ValueError(f"init {name!r} needs a 2-D (fan_out, fan_in) shape, got {shape}")
+    if name == "default":
+        bound = scale / math.sqrt(hidden_size if hidden_size is not None else shape[-1])
+        w = rng.uniform(-bound, bound, size=shape)
+    elif name == "uniform":
+        w = rng.uniform(-scale, scale, size=shape)
+    elif name == "normal":
+        w = rng.normal(0.0, scale, size=shape)
+    elif name == "xavier":
+        fan_out, fan_in = shape
+        bound = scale * math.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-bound, bound, size=shape)
+    elif name == "orthogonal":
+        w = scale * _orthogonal(shape[0], shape[1], rng)
+    else:  # identity
+        w = scale * np.eye(shape[0], shape[1])
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def rescale_spectral_radius(w: np.ndarray, rho: float) -> np.ndarray:
+    """Return ``W · ρ / ρ(W)`` so that the spectral radius ``max |λ_i(W)|`` equals ``ρ``.
+
+    Parameters
+    ----------
+    w : ndarray (H, H)
+    rho : float
+        Target spectral radius, > 0.
+
+    Raises
+    ------
+    ValueError
+        If ``W`` is not square, ``ρ`` is not a positive finite number, or ``ρ(W) = 0``.
+    """
+    rho = float(rho)
+    if not math.isfinite(rho) or rho <= 0:
+        raise ValueError(f"init_rho must be a positive finite number, got {rho!r}")
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"init_rho needs a square matrix, got shape {w.shape}")
+    current = float(np.max(np.abs(np.linalg.eigvals(w.astype(np.float64)))))
+    if current == 0.0:
+        raise ValueError("init_rho cannot rescale a matrix whose spectral radius is 0")
+    return (w * (rho / current)).astype(w.dtype)
+
+
+def init_blocks(
+    name: str,
+    n_blocks: int,
+    block_shape: tuple[int, int],
+    rng: np.random.Generator,
+    scale: float | None = None,
+    rho: float | None = None,
+    dtype: np.dtype | type = np.float64,
+    hidden_size: int | None = None,
+) -> np.ndarray:
+    """Stack ``n_blocks`` independently initialized blocks by rows (one per gate).
+
+    Parameters
+    ----------
+    name, rng, scale, dtype, hidden_size
+        As for ``init_weight``.
+    n_blocks : int
+        ``G``: 1 for the RNN, 4 for the LSTM, 3 for the GRU.
+    block_shape : (int, int)
+        ``(H, fan_in)`` of one gate block.
+    rho : float, optional
+        If given, each block is rescaled to spectral radius ``rho`` (square blocks only).
+
+    Returns
+    -------
+    ndarray (G·H, fan_in)
+    """
+    blocks = []
+    for _ in range(n_blocks):
+        w = init_weight(name, block_shape, rng, scale, np.float64, hidden_size)
+        if rho is not None:
+            w = rescale_spectral_radius(w, rho)
+        blocks.append(w)
+    return np.ascontiguousarray(np.concatenate(blocks, axis=0), dtype=dtype)

@@ -1,0 +1,211 @@
+"""LSTM (PyTorch ``nn.LSTM`` conventions): forward over a whole sequence and BPTT.
+
+Equations, gate blocks stacked by rows in the order i, f, g, o (as PyTorch)::
+
+    i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
+    f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)
+    g_t = φ(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
+    o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ φ(c_t)                                   h_0 = c_0 = 0
+
+with ``φ`` the model's activation (tanh in PyTorch). BPTT, ``δ_t = ∂L/∂h_t`` total::
+
+    ∂L/∂c_t = δ_t ⊙ o_t ⊙ φ'(c_t) + ∂L/∂c_{t+1} ⊙ f_{t+1}
+    ∂L/∂a_g = ∂L/∂c_t ⊙ i_t ⊙ φ'(a_g),   ∂L/∂a_i = ∂L/∂c_t ⊙ g_t ⊙ σ'(a_i)
+    ∂L/∂a_f = ∂L/∂c_t ⊙ c_{t-1} ⊙ σ'(a_f), ∂L/∂a_o = δ_t ⊙ φ(c_t) ⊙ σ'(a_o)
+    δ_{t-1} = ∂L/∂h_{t-1}|direct + W_hhᵀ ∂L/∂a_t
+
+Internally the gate blocks are reordered to g, i, f, o so that the three sigmoid gates are one
+contiguous block (one sigmoid call per step) and the three blocks multiplied by ``∂L/∂c_t`` are
+too (one multiply per step). Parameters and gradients stay in PyTorch order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bpttlab.activations import Activation, sigmoid
+
+__all__ = ["GATES", "LSTMCache", "backward", "forward"]
+
+#: Row blocks of ``weight_ih``/``weight_hh`` in PyTorch order.
+GATES: tuple[str, ...] = ("i", "f", "g", "o")
+
+# internal block k holds PyTorch block _TO_INTERNAL[k]: (g, i, f, o)
+_TO_INTERNAL = np.array([2, 0, 1, 3])
+_TO_TORCH = np.argsort(_TO_INTERNAL)
+
+
+def _reorder(w: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Permute the 4 row blocks of ``w (4H, ...)``."""
+    hidden = w.shape[0] // 4
+    return w.reshape(4, hidden, *w.shape[1:])[order].reshape(w.shape)
+
+
+@dataclass(frozen=True)
+class LSTMCache:
+    """What the backward pass needs from the forward pass.
+
+    Attributes
+    ----------
+    x : ndarray (T, B, I)
+    h0, c0 : ndarray (B, H) or None
+        Initial states; ``None`` means zeros.
+    gates : ndarray (T, B, 4H)
+        Gate activations in internal order ``g, i, f, o``.
+    cs : ndarray (T, B, H)
+        Cell states ``c_1 .. c_T``.
+    tcs : ndarray (T, B, H)
+        ``φ(c_t)``.
+    hs : ndarray (T, B, H)
+    activation : Activation
+    """
+
+    x: np.ndarray
+    h0: np.ndarray | None
+    c0: np.ndarray | None
+    gates: np.ndarray
+    cs: np.ndarray
+    tcs: np.ndarray
+    hs: np.ndarray
+    activation: Activation
+
+
+def forward(
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    activation: Activation,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+) -> tuple[np.ndarray, LSTMCache]:
+    """Run the LSTM over ``x``.
+
+    Parameters
+    ----------
+    params : dict
+        ``weight_ih (4H, I)``, ``weight_hh (4H, H)``, ``bias_ih (4H,)``, ``bias_hh (4H,)``.
+    x : ndarray (T, B, I)
+    activation : Activation
+        ``φ``, used for the candidate ``g`` and for ``φ(c_t)``.
+    h0, c0 : ndarray (B, H), optional
+        Initial states (zeros if ``None``).
+
+    Returns
+    -------
+    hs : ndarray (T, B, H)
+    cache : LSTMCache
+    """
+    n_steps, batch, n_in = x.shape
+    hidden = params["weight_hh"].shape[1]
+    w_ih = _reorder(params["weight_ih"], _TO_INTERNAL)
+    w_hh_t = _reorder(params["weight_hh"], _TO_INTERNAL).T
+    bias = _reorder(params["bias_ih"] + params["bias_hh"], _TO_INTERNAL)
+    # pre-activations of all steps' input projections in one matmul; turned into gates in place
+    gates = np.dot(x.reshape(n_steps * batch, n_in), w_ih.T).reshape(n_steps, batch, 4 * hidden)
+    gates += bias
+    dtype = gates.dtype
+    cs = np.empty((n_steps, batch, hidden), dtype=dtype)
+    tcs = np.empty_like(cs)
+    hs = np.empty_like(cs)
+    recurrent = np.empty((batch, 4 * hidden), dtype=dtype)
+    fc = np.empty((batch, hidden), dtype=dtype)
+    h_prev, c_prev = h0, c0
+    for t in range(n_steps):
+        a_t = gates[t]
+        if h_prev is not None:
+            np.dot(h_prev, w_hh_t, out=recurrent)
+            a_t += recurrent
+        g, sig = a_t[:, :hidden], a_t[:, hidden:]
+        activation(g, out=g)
+        sigmoid(sig, out=sig)
+        i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 2 * hidden :]
+        c_t = cs[t]
+        np.multiply(i, g, out=c_t)
+        if c_prev is not None:
+            np.multiply(f, c_prev, out=fc)
+            c_t += fc
+        activation(c_t, out=tcs[t])
+        np.multiply(o, tcs[t], out=hs[t])
+        h_prev, c_prev = hs[t], c_t
+    cache = LSTMCache(x=x, h0=h0, c0=c0, gates=gates, cs=cs, tcs=tcs, hs=hs, activation=activation)
+    return hs, cache
+
+
+def backward(
+    params: dict[str, np.ndarray], cache: LSTMCache, dhs: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Back-propagate ``dhs = ∂L/∂h_t|direct`` through time.
+
+    Parameters
+    ----------
+    params : dict
+        As for ``forward``.
+    cache : LSTMCache
+    dhs : ndarray (T, B, H)
+
+    Returns
+    -------
+    grads : dict
+        ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (PyTorch gate order).
+    dh : ndarray (T, B, H)
+        Total derivative ``δ_t = ∂L/∂h_t``.
+    """
+    x, gates, cs, tcs, hs = cache.x, cache.gates, cache.cs, cache.tcs, cache.hs
+    act = cache.activation
+    n_steps, batch, hidden = hs.shape
+    w_hh = _reorder(params["weight_hh"], _TO_INTERNAL)
+    g = gates[..., :hidden]
+    i = gates[..., hidden : 2 * hidden]
+    f = gates[..., 2 * hidden : 3 * hidden]
+    o = gates[..., 3 * hidden :]
+    c_prev = np.empty_like(cs)
+    c_prev[0] = 0.0 if cache.c0 is None else cache.c0
+    c_prev[1:] = cs[:-1]
+    # local derivatives for all steps at once, from stored outputs: the pre-activation gradient of
+    # each gate is (∂L/∂c_t or δ_t) times "partner ⊙ gate'"
+    partner = np.empty_like(gates)
+    dsig = gates[..., hidden:] * (1.0 - gates[..., hidden:])
+    np.multiply(i, act.deriv(g), out=partner[..., :hidden])
+    np.multiply(g, dsig[..., :hidden], out=partner[..., hidden : 2 * hidden])
+    np.multiply(c_prev, dsig[..., hidden : 2 * hidden], out=partner[..., 2 * hidden : 3 * hidden])
+    np.multiply(tcs, dsig[..., 2 * hidden :], out=partner[..., 3 * hidden :])
+    # ∂h_t/∂c_t = o_t ⊙ φ'(c_t)
+    o_dtc = o * act.deriv(tcs)
+    partner_c = partner.reshape(n_steps, batch, 4, hidden)[:, :, :3]
+    has_direct = np.any(dhs, axis=(1, 2))
+
+    dh = np.empty_like(hs)
+    da = np.empty_like(gates)  # ∂L/∂(gate pre-activations), internal order
+    da_c = da.reshape(n_steps, batch, 4, hidden)[:, :, :3]
+    dc = np.zeros((batch, hidden), dtype=hs.dtype)  # ∂L/∂c_t, carried backwards
+    tmp = np.empty_like(dc)
+    for t in range(n_steps - 1, -1, -1):
+        dh_t = dh[t]
+        if t == n_steps - 1:
+            dh_t[...] = dhs[t]
+        else:
+            np.dot(da[t + 1], w_hh, out=dh_t)
+            if has_direct[t]:
+                dh_t += dhs[t]
+        np.multiply(dh_t, o_dtc[t], out=tmp)
+        dc += tmp
+        # g, i, f pre-activation gradients: ∂L/∂c_t ⊙ partner
+        np.multiply(dc[:, None, :], partner_c[t], out=da_c[t])
+        np.multiply(dh_t, partner[t, :, 3 * hidden :], out=da[t, :, 3 * hidden :])
+        dc *= f[t]
+    da_rows = da.reshape(n_steps * batch, 4 * hidden)
+    dw_ih = np.dot(da_rows.T, x.reshape(n_steps * batch, -1))
+    dw_hh = np.dot(da[1:].reshape(-1, 4 * hidden).T, hs[:-1].reshape(-1, hidden))
+    if cache.h0 is not None:
+        dw_hh += np.dot(da[0].T, cache.h0)
+    db = _reorder(da_rows.sum(axis=0), _TO_TORCH)
+    grads = {
+        "weight_ih": _reorder(dw_ih, _TO_TORCH),
+        "weight_hh": _reorder(dw_hh, _TO_TORCH),
+        "bias_ih": db,
+        "bias_hh": db.copy(),
+    }
+    return grads, dh

@@ -1,0 +1,134 @@
+"""Vanilla (Elman) RNN: forward over a whole sequence and back-propagation through time.
+
+Equations (PyTorch ``nn.RNN`` with ``nonlinearity`` generalised to any activation ``f``)::
+
+    z_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh,      h_t = f(z_t),      h_0 = 0
+
+BPTT with ``δ_t = ∂L/∂h_t`` the total derivative (direct term plus what flows back from ``t+1``)::
+
+    δ_t = ∂L/∂h_t|direct + W_hhᵀ · (f'(z_{t+1}) ⊙ δ_{t+1})
+    ∂L/∂z_t = f'(z_t) ⊙ δ_t,   dW_hh = Σ_t ∂L/∂z_t h_{t-1}ᵀ,   dW_ih = Σ_t ∂L/∂z_t x_tᵀ
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bpttlab.activations import Activation
+
+__all__ = ["GATES", "RNNCache", "backward", "forward"]
+
+#: One block of rows in ``weight_ih``/``weight_hh``.
+GATES: tuple[str, ...] = ("h",)
+
+
+@dataclass(frozen=True)
+class RNNCache:
+    """What the backward pass needs from the forward pass.
+
+    Attributes
+    ----------
+    x : ndarray (T, B, I)
+    h0 : ndarray (B, H) or None
+        Initial state; ``None`` means zeros.
+    hs : ndarray (T, B, H)
+        ``h_1 .. h_T``.
+    activation : Activation
+    """
+
+    x: np.ndarray
+    h0: np.ndarray | None
+    hs: np.ndarray
+    activation: Activation
+
+
+def forward(
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    activation: Activation,
+    h0: np.ndarray | None = None,
+) -> tuple[np.ndarray, RNNCache]:
+    """Run ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` for ``t = 1..T``.
+
+    Parameters
+    ----------
+    params : dict
+        ``weight_ih (H, I)``, ``weight_hh (H, H)``, ``bias_ih (H,)``, ``bias_hh (H,)``.
+    x : ndarray (T, B, I)
+    activation : Activation
+    h0 : ndarray (B, H), optional
+        Initial state (zeros if ``None``).
+
+    Returns
+    -------
+    hs : ndarray (T, B, H)
+    cache : RNNCache
+    """
+    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+    n_steps, batch, n_in = x.shape
+    hidden = w_hh.shape[0]
+    # all input projections in one matmul; the loop adds W_hh h_{t-1} and applies f in place
+    hs = np.dot(x.reshape(n_steps * batch, n_in), w_ih.T).reshape(n_steps, batch, hidden)
+    hs += params["bias_ih"] + params["bias_hh"]
+    w_hh_t = w_hh.T
+    recurrent = np.empty((batch, hidden), dtype=hs.dtype)
+    h_prev = h0
+    for t in range(n_steps):
+        z_t = hs[t]
+        if h_prev is not None:
+            np.dot(h_prev, w_hh_t, out=recurrent)
+            z_t += recurrent
+        activation(z_t, out=z_t)
+        h_prev = z_t
+    return hs, RNNCache(x=x, h0=h0, hs=hs, activation=activation)
+
+
+def backward(
+    params: dict[str, np.ndarray], cache: RNNCache, dhs: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Back-propagate ``dhs = ∂L/∂h_t|direct`` through time.
+
+    Parameters
+    ----------
+    params : dict
+        As for ``forward``.
+    cache : RNNCache
+    dhs : ndarray (T, B, H)
+        Direct derivative of the loss with respect to each ``h_t``.
+
+    Returns
+    -------
+    grads : dict
+        ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``.
+    dh : ndarray (T, B, H)
+        Total derivative ``δ_t = ∂L/∂h_t``.
+    """
+    w_hh = params["weight_hh"]
+    x, hs = cache.x, cache.hs
+    n_steps, batch, hidden = hs.shape
+    # f'(z_t) for every step at once, from the stored outputs
+    dact = cache.activation.deriv(hs)
+    has_direct = np.any(dhs, axis=(1, 2))
+    dh = np.empty_like(hs)
+    dz = np.empty_like(hs)
+    for t in range(n_steps - 1, -1, -1):
+        dh_t = dh[t]
+        if t == n_steps - 1:
+            dh_t[...] = dhs[t]
+        else:
+            # what flows back from t+1: W_hhᵀ ∂L/∂z_{t+1}
+            np.dot(dz[t + 1], w_hh, out=dh_t)
+            if has_direct[t]:
+                dh_t += dhs[t]
+        np.multiply(dh_t, dact[t], out=dz[t])
+    # weight gradients as single matmuls over the stacked T·B rows
+    dz_rows = dz.reshape(n_steps * batch, hidden)
+    dw_ih = np.dot(dz_rows.T, x.reshape(n_steps * batch, -1))
+    dw_hh = np.dot(dz[1:].reshape(-1, hidden).T, hs[:-1].reshape(-1, hidden))
+    if cache.h0 is not None:
+        dw_hh += np.dot(dz[0].T, cache.h0)
+    db = dz_rows.sum(axis=0)
+    grads = {"weight_ih": dw_ih, "weight_hh": dw_hh, "bias_ih": db, "bias_hh": db.copy()}
+    return grads, dh
