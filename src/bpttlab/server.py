@@ -125,32 +125,41 @@ def _alive(pid: int) -> bool:
     return stat is not None and stat[0] not in ("Z", "X")
 
 
-def _has_marker(pid: int, marker: str) -> bool:
+def _has_marker(pid: int, marker: str, var: str = MARKER_VAR) -> bool:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return False
-    return f"{MARKER_VAR}={marker}".encode() in env.split(b"\0")
+    return f"{var}={marker}".encode() in env.split(b"\0")
 
 
-def server_processes(info: ServerInfo) -> set[int]:
-    """Live processes belonging to the server: its group, its descendants and marked ones."""
+def related_processes(root: int, marker: str, var: str = MARKER_VAR) -> set[int]:
+    """Live processes that belong to ``root``: its process group, its descendants, and every
+    process carrying ``var=marker`` in its environment (with their descendants).
+
+    Children that moved to a session of their own, or were re-parented after their parent died,
+    are still found through the inherited environment marker.
+    """
     table: dict[int, tuple[str, int, int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
             table[int(entry)] = stat
-    found = {pid for pid, (_, _, pgid) in table.items() if pgid == info.pid}
-    found |= {pid for pid in table if _has_marker(pid, info.marker)}
-    if info.pid in table:
-        found.add(info.pid)
-    # Close over descendants (children that moved to a session of their own stay ours).
+    found = {pid for pid, (_, _, pgid) in table.items() if pgid == root}
+    found |= {pid for pid in table if _has_marker(pid, marker, var)}
+    if root in table:
+        found.add(root)
     grew = True
-    while grew:
+    while grew:  # close over descendants
         children = {pid for pid, (_, ppid, _) in table.items() if ppid in found} - found
         found |= children
         grew = bool(children)
     found.discard(os.getpid())
     return {pid for pid in found if _alive(pid)}
+
+
+def server_processes(info: ServerInfo) -> set[int]:
+    """Live processes of the server recorded in ``info``."""
+    return related_processes(info.pid, info.marker)
 
 
 def _signal_all(pids: set[int], sig: int, pgid: int) -> None:
