@@ -16,6 +16,7 @@ without a metric are dropped from that panel and counted in the title.
 from __future__ import annotations
 
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
@@ -495,18 +496,20 @@ def fig_heatmaps(
                     .unstack("activation")
                     .reindex(index=inits, columns=acts)
                 )
-                sns.heatmap(
-                    grid.astype(float),
-                    ax=ax,
-                    annot=True,
-                    fmt=fmt,
-                    cmap=cmap,
-                    cbar=j == len(cells) - 1,
-                    cbar_kws={"label": label},
-                    linewidths=0.5,
-                    linecolor="white",
-                    **kw,
-                )
+                with warnings.catch_warnings():  # seaborn's own use of Colormap.set_bad
+                    warnings.simplefilter("ignore", PendingDeprecationWarning)
+                    sns.heatmap(
+                        grid.astype(float),
+                        ax=ax,
+                        annot=True,
+                        fmt=fmt,
+                        cmap=cmap,
+                        cbar=j == len(cells) - 1,
+                        cbar_kws={"label": label},
+                        linewidths=0.5,
+                        linecolor="white",
+                        **kw,
+                    )
                 ax.set_title(f"cell = {cell}")
                 ax.set_xlabel("activation")
                 ax.set_ylabel(AXIS_LABEL["init"] if j == 0 else "")

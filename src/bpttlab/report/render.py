@@ -181,7 +181,7 @@ def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         "parent run": f"{parent['run_id']} ({parent.get('run_name') or '-'}, {parent['status']})",
         "experiment": f"{data.experiment['name']} (id {data.experiment['experiment_id']})",
         "tracking store": _redact(data.tracking_uri),
-        "started": str(parent["start_time"]),
+        "started": f"{parent['start_time']:%Y-%m-%d %H:%M:%S} UTC",
         "runs": f"{len(runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
         "code version": tags.get("code_version") or uniq("code_version"),
         "experiment file": tags.get("experiment_file") or uniq("experiment_file"),
@@ -243,8 +243,9 @@ PAIRING_TEXT = (
     "A pair where either run lacks the outcome (a diverged run has no final loss) is dropped for "
     "that outcome. Brackets: 95% percentile bootstrap interval, resampling seeds (matched pairs "
     "when fewer than 3 seeds), 2000 replicates, fixed generator seed; * = the interval excludes "
-    "zero. Loss and divergence: lower is better; solve rate and horizon: higher is better; the "
-    "decay rate is the per-step slope of log‖∂L/∂h_t‖ (closer to 0 = gradient better preserved)."
+    "zero; no interval with fewer than 5 pairs. Loss and divergence: lower is better; solve "
+    "rate and horizon: higher is better; the decay rate is the per-step slope of "
+    "log‖∂L/∂h_t‖ (closer to 0 = gradient better preserved)."
 )
 
 

@@ -213,13 +213,16 @@ def remedy_table(
     n_boot: int = 2000,
     seed: int = 0,
     min_seeds: int = 3,
+    min_pairs: int = 5,
 ) -> pd.DataFrame:
     """Long table, one row per (remedy, outcome) testable in ``runs``.
 
     Columns: ``remedy, axis, treatment, controls, outcome, label, better, n_pairs, n_seeds,
     treated_mean, control_mean, diff, ci_low, ci_high, ci_unit, excludes_zero, verdict``, where
-    ``diff = treated_mean - control_mean`` is the mean paired difference. A remedy whose levels are
-    not in the sweep has no rows (see :func:`untestable`).
+    ``diff = treated_mean - control_mean`` is the mean paired difference. With fewer than
+    ``min_pairs`` pairs no interval is computed (``ci_low = ci_high = NaN``, verdict
+    ``"too few pairs"``). A remedy whose levels are not in the sweep has no rows (see
+    :func:`untestable`).
     """
     rows = []
     for rem in remedies:
@@ -232,6 +235,8 @@ def remedy_table(
             groups = pairs["seed"].to_numpy() if unit == "seed" else None
             rng = _row_rng(seed, rem.label, out.column)
             lo, hi = bootstrap_ci(pairs["diff"].to_numpy(), groups, n_boot=n_boot, rng=rng)
+            if len(pairs) < min_pairs:
+                lo = hi = float("nan")
             diff = float(pairs["diff"].mean())
             rows.append(
                 {
@@ -251,7 +256,11 @@ def remedy_table(
                     "ci_high": hi,
                     "ci_unit": unit,
                     "excludes_zero": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
-                    "verdict": _verdict(diff, lo, hi, out.better),
+                    "verdict": (
+                        _verdict(diff, lo, hi, out.better)
+                        if len(pairs) >= min_pairs
+                        else "too few pairs"
+                    ),
                 }
             )
     return pd.DataFrame(rows)
@@ -330,16 +339,24 @@ def summary_text(long: pd.DataFrame, not_testable: Sequence[str] = ()) -> list[s
             head = "had mixed effects"
         else:
             head = "had no clear effect on loss, solving or divergence"
+        n_pairs, n_seeds = int(rows["n_pairs"].max()), int(rows["n_seeds"].max())
+        if (rows["verdict"] == "too few pairs").all():
+            lines.append(
+                f"**{remedy}**: only {n_pairs} matched pair(s), too few for an interval; mean "
+                "differences: " + "; ".join(_effect(r) for _, r in rows.iterrows()) + "."
+            )
+            continue
         text = (
-            f"**{remedy}** {head} ({int(rows['n_pairs'].max())} matched pairs over "
-            f"{int(rows['n_seeds'].max())} seeds, bootstrap over {rows['ci_unit'].iloc[0]}s)"
+            f"**{remedy}** {head} ({n_pairs} matched pairs over {n_seeds} seed(s), "
+            f"bootstrap over {rows['ci_unit'].iloc[0]}s)"
         )
         sig = pd.concat([good, bad])
         text += (": " + "; ".join(_effect(r) for _, r in sig.iterrows()) + ".") if len(sig) else "."
         flow = rows[~rows["outcome"].isin(PRIMARY) & rows["excludes_zero"]]
         if len(flow):
             text += " Gradient flow: " + "; ".join(_effect(r) for _, r in flow.iterrows()) + "."
-        unclear = rows[~rows["excludes_zero"]]["label"].tolist()
+        unclear = rows[~rows["excludes_zero"] & (rows["verdict"] != "too few pairs")]
+        unclear = unclear["label"].tolist()
         if unclear:
             text += f" Interval includes zero for: {', '.join(unclear)}."
         lines.append(text)
