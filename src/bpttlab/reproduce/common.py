@@ -542,3 +542,33 @@ def finite(values: Iterable[float]) -> np.ndarray:
 
 def isclose(a: float, b: float, tol: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tol
+
+
+# ---------------------------------------------------------------------------------------------
+# cell variants (experiments/repro_cells/)
+# ---------------------------------------------------------------------------------------------
+VARIANTS = ("tanh RNN", "IRNN", "LSTM", "GRU")
+
+
+def variant_of(cell: str, activation: str, init: str) -> str:
+    """Name of the cell variant of ``experiments/repro_cells/`` a run used."""
+    if cell == "lstm":
+        return "LSTM"
+    if cell == "gru":
+        return "GRU"
+    if activation == "relu" and init == "identity":
+        return "IRNN"
+    return f"{activation} RNN"
+
+
+def add_variant(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``variant`` column (see :func:`variant_of`)."""
+    runs = runs.copy()
+    if runs.empty:
+        runs["variant"] = pd.Series(dtype=str)
+        return runs
+    runs["variant"] = [
+        variant_of(c, a, i)
+        for c, a, i in zip(runs["cell"], runs["activation"], runs["init"], strict=True)
+    ]
+    return runs
