@@ -352,17 +352,18 @@ def fig_grad_norm_training(
             if j == 0:
                 ax.set_ylabel("global gradient norm ‖g‖\nbefore clipping (log scale)")
         handles = [Line2D([], [], color=colors[v], lw=2, label=str(v)) for v in hues]
-        handles.append(
-            Line2D(
-                [],
-                [],
-                marker="X",
-                color="0.5",
-                mec="black",
-                ls="none",
-                label="diverged (at its step)",
+        if len(diverged):
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker="X",
+                    color="0.5",
+                    mec="black",
+                    ls="none",
+                    label="diverged (at its step)",
+                )
             )
-        )
         if threshold is not None:
             handles.append(
                 Line2D([], [], color="0.3", ls="--", label=f"clip threshold {threshold:g}")

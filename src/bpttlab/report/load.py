@@ -61,6 +61,7 @@ SUMMARY_METRICS = (
 # Temporal profiles logged as metrics with step = t (1..T); the npz artifact is the main source.
 PROFILE_METRICS = {"profile_init": "init", "profile_final": "final"}
 PROFILE_ARTIFACT = "profiles/temporal_profiles.npz"
+GRID_ARTIFACT = "sweep/grid.txt"  # the sweep's Hydra overrides, on the parent run
 ROLE_TAG = "bpttlab.role"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow stores +-inf as +-DBL_MAX.
@@ -261,6 +262,7 @@ def _runs_frame(children: list) -> pd.DataFrame:
             "artifact_uri": r.info.artifact_uri,
         }
         row.update({k: tags.get(k) for k in AXES + RUN_TAGS})
+        row["error"] = tags.get("error")  # set on FAILED runs
         row.update({k: metrics.get(k, np.nan) for k in SUMMARY_METRICS})
         row.update({f"params.{k}": v for k, v in r.data.params.items()})
         row["metric_keys"] = tuple(sorted(metrics))
@@ -491,8 +493,23 @@ def load_profiles(
     return pd.concat(parts, ignore_index=True)[cols]
 
 
-def _parent_dict(parent) -> dict:
+def _read_text_artifact(client, run_id: str, artifact_uri: str, path: str) -> str | None:
+    """A small text artifact of a run, or None if it is missing."""
+    local = _local_artifact_dir(artifact_uri or "")
+    try:
+        if local is not None:
+            return (local / path).read_text(encoding="utf-8")
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
+    except Exception:  # no such artifact
+        return None
+
+
+def _parent_dict(client, parent) -> dict:
     return {
+        "grid": _read_text_artifact(
+            client, parent.info.run_id, parent.info.artifact_uri, GRID_ARTIFACT
+        ),
         "run_id": parent.info.run_id,
         "run_name": parent.info.run_name,
         "status": parent.info.status,
@@ -546,7 +563,7 @@ def load_sweep(
         runs=runs,
         steps=steps,
         profiles=profiles,
-        parent=_parent_dict(parent),
+        parent=_parent_dict(client, parent),
         experiment={"experiment_id": exp.experiment_id, "name": exp.name},
         tracking_uri=uri,
     )

@@ -210,18 +210,29 @@ def _redact(uri: str) -> str:
 def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFrame]:
     """A sentence on runs that did not finish, and the list of them (run name, status, axes)."""
     bad = data.incomplete
+    expected = pd.to_numeric(data.parent["tags"].get("n_jobs_expected"), errors="coerce")
+    missing = int(expected - len(data.runs)) if pd.notna(expected) else 0
+    never = (
+        f" {missing} of the {int(expected)} runs the sweep expected were never recorded "
+        "(not started yet, or the sweep was interrupted)."
+        if missing > 0
+        else ""
+    )
     if bad.empty:
-        return f"All {len(data.runs)} runs finished.", pd.DataFrame()
+        return f"All {len(data.runs)} recorded runs finished.{never}", pd.DataFrame()
     counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
     text = (
         f"{len(bad)} of {len(data.runs)} runs did not finish ({counts}); they are left out of "
         "the figures and the remedy table. FAILED runs keep their traceback as the artifact "
-        "traceback.txt in MLflow."
+        f"traceback.txt in MLflow.{never}"
     )
     if len(bad) > limit:
         text += f" The first {limit} are listed."
     cols = ["run_name", "status", *[a for a in AXES if a in bad], "seed", "run_id"]
-    return text, bad[cols].head(limit).reset_index(drop=True)
+    table = bad[cols].head(limit).reset_index(drop=True)
+    if "error" in bad and bad["error"].notna().any():
+        table["error"] = bad["error"].head(limit).fillna("").str.slice(0, 160).to_numpy()
+    return text, table
 
 
 def _save_figure(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
@@ -286,6 +297,11 @@ def write_report(
     ]
     blocks += [("h", 2, "Provenance"), ("table", facts)]
     blocks += [("h", 3, "Grid"), ("table", grid)]
+    if data.parent.get("grid"):
+        blocks += [
+            ("p", "Sweep overrides as launched (artifact sweep/grid.txt of the parent run):")
+        ]
+        blocks += [("pre", data.parent["grid"].strip())]
     if not const.empty:
         blocks += [("details", "Configuration shared by all runs", const)]
 
@@ -332,6 +348,8 @@ def _render_md(blocks, out: Path) -> str:
             lines += [b[1], ""]
         elif kind == "list":
             lines += [f"- {item}" for item in b[1]] + [""]
+        elif kind == "pre":
+            lines += ["```", b[1], "```", ""]
         elif kind == "table":
             lines += [_md_table(b[1], *b[2:]), ""]
         elif kind == "details":
@@ -354,6 +372,7 @@ figure { margin: 1.2em 0 2.2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.92em; color: #444; max-width: 70em; }
 code { background: #f3f3f3; padding: 0 0.2em; }
+pre { background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto; }
 li { margin-bottom: 0.5em; }
 """
 
@@ -375,6 +394,8 @@ def _render_html(blocks, title: str) -> str:
             parts.append("</ul>")
         elif kind == "table":
             parts.append(_html_table(b[1], *b[2:]))
+        elif kind == "pre":
+            parts.append(f"<pre>{html.escape(b[1])}</pre>")
         elif kind == "details":
             parts.append(f"<details><summary>{html.escape(b[1])}</summary>")
             parts.append(_html_table(b[2]) + "</details>")
