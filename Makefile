@@ -21,7 +21,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-slow test-all lint format bench run sweep smoke ui report reproduce clean
+.PHONY: help install test test-slow lint format bench run sweep smoke ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -62,6 +62,9 @@ sweep: $(STAMP) ## Run the study grid experiments/$(EXP).yaml in parallel, track
 
 smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
 	$(MAKE) sweep EXP=smoke
+
+ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store (Ctrl-C stops it)
+	$(PY) -m bpttlab.ui --host $(HOST) --port $(UI_PORT)
 
 clean: ## Remove generated outputs (keeps the MLflow store and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

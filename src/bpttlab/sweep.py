@@ -62,11 +62,17 @@ def code_version() -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return f"{__version__}+{sha}{'-dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
@@ -163,8 +169,9 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
         if finished:
             summary = dict(finished[0].data.metrics)
             summary["skipped"] = 1
-            print(f"skip  {name}: finished before {_progress(client, exp_id, parent_id)}",
-                  flush=True)
+            print(
+                f"skip  {name}: finished before {_progress(client, exp_id, parent_id)}", flush=True
+            )
             return summary
         for stale in previous:  # an earlier attempt that failed or was killed: replace it
             client.delete_run(stale.info.run_id)
@@ -211,7 +218,7 @@ def _log_hydra_dir(tracker) -> None:
 def _summary_line(name: str, s: dict[str, Any]) -> str:
     loss = s.get("final_test_loss", float("nan"))
     rel = s.get("final_test_loss_rel", float("nan"))
-    div = "DIVERGED@%d" % s["diverged_step"] if s.get("diverged") else "ok"
+    div = f"DIVERGED@{s['diverged_step']}" if s.get("diverged") else "ok"
     return (
         f"done  {name}: test_loss={loss:.4g} (x{rel:.3g} baseline) "
         f"decay={s.get('decay_rate_init', float('nan')):+.3f}/step {div} "
@@ -261,6 +268,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
+        try:
+            self._open_parent(config)
+        except Exception as exc:  # Hydra would only warn and run the jobs without a parent
+            raise SystemExit(f"cannot open the sweep's MLflow parent run: {exc!r}") from exc
+
+    def _open_parent(self, config: DictConfig) -> None:
         uri = tracking.resolve_tracking_uri(config.tracking.uri)
         client = tracking.get_client(uri)  # creates the schema once, before any worker starts
         exp_id = tracking.get_or_create_experiment(client, config.tracking.experiment, uri)
@@ -356,23 +369,34 @@ def _hydra_main(dcfg: DictConfig) -> None:
             raise SystemExit(1)
 
 
+def _mark_killed(parent_id: str | None) -> None:
+    """After Ctrl-C/SIGTERM: close the parent and every child still RUNNING as KILLED.
+
+    Local workers are killed outright by the launcher when the driver is interrupted, so the
+    driver closes their runs itself.
+    """
+    if not parent_id:
+        return
+    try:
+        client = tracking.get_client(tracking.resolve_tracking_uri())
+        exp_id = client.get_run(parent_id).info.experiment_id
+        for run in _children(client, exp_id, parent_id, "attributes.status = 'RUNNING'"):
+            client.set_terminated(run.info.run_id, "KILLED")
+        client.set_terminated(parent_id, "KILLED")
+    except Exception as exc:  # the store may be unreachable while shutting down
+        print(f"could not mark runs KILLED: {exc!r}", file=sys.stderr)
+
+
 def main() -> None:
     """Console entry point (adds ``experiments/`` to Hydra's search path as a config group)."""
     if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):
         sys.argv.append(f"hydra.searchpath=['file://{tracking.project_root()}']")
     _SWEEP_RESULT.clear()
-    parent = None
+    _install_sigterm()
     try:
         _hydra_main()
     except KeyboardInterrupt:
-        parent = os.environ.get(ENV_PARENT)
-        if parent:
-            try:
-                tracking.get_client(tracking.resolve_tracking_uri()).set_terminated(
-                    parent, "KILLED"
-                )
-            except Exception:  # the store may be unreachable while shutting down
-                pass
+        _mark_killed(os.environ.get(ENV_PARENT))
         print("interrupted: runs in progress are marked KILLED; re-run to resume", flush=True)
         raise SystemExit(130) from None
     if _SWEEP_RESULT.get("failed") or _SWEEP_RESULT.get("killed"):
@@ -380,4 +404,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main, not this __main__ copy: the callback Hydra instantiates
+    # lives in ``bpttlab.sweep`` and reports the sweep's outcome there.
+    from bpttlab import sweep as _sweep
+
+    _sweep.main()

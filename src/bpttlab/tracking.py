@@ -30,7 +30,7 @@ ARTIFACT_DIR_NAME = "mlartifacts"
 
 
 def project_root() -> Path:
-    """The directory holding ``pyproject.toml`` (the repository), found from this file or the cwd."""
+    """The repository (holds ``pyproject.toml`` and ``conf/``), found from this file or the cwd."""
     env = os.environ.get("BPTTLAB_ROOT")
     if env:
         return Path(env).resolve()
@@ -143,7 +143,15 @@ def get_client(uri: str):
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)  # forces store initialisation (schema creation)
+    for attempt in range(5):
+        try:
+            client.search_experiments(max_results=1)  # forces store initialisation (schema)
+            return client
+        except Exception:  # another process is creating the schema right now: wait, retry
+            if attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+            client = MlflowClient(tracking_uri=uri)
     return client
 
 

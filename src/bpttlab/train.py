@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from bpttlab import diagnostics as diag
 from bpttlab.config import Config, to_config
+from bpttlab.losses import compute_loss
 from bpttlab.models import build_model
 from bpttlab.optim import clip_gradients, make_optimizer
 from bpttlab.tasks import make_task
@@ -70,7 +71,16 @@ def build(cfg: Config):
 
 
 def _cast(dtype, *arrays):
-    return tuple(a if a is None or a.dtype.kind != "f" else a.astype(dtype, copy=False) for a in arrays)
+    return tuple(
+        a if a is None or a.dtype.kind != "f" else a.astype(dtype, copy=False) for a in arrays
+    )
+
+
+def _probe(task, data, n: int):
+    """The first ``n`` test sequences (the fixed batch the temporal profile is measured on)."""
+    x, y, mask = data
+    y = y[:, :n] if task.target == "all" else y[:n]
+    return x[:, :n], y, None if mask is None else mask[:, :n]
 
 
 def evaluate(model, task, data) -> tuple[float, float]:
@@ -78,7 +88,7 @@ def evaluate(model, task, data) -> tuple[float, float]:
     x, y, mask = data
     hs, _ = model.forward(x)
     outputs = model.readout(hs if task.target == "all" else hs[-1])
-    loss = model.loss_value(outputs, y, loss=task.loss, mask=mask)
+    loss, _ = compute_loss(task.loss, outputs, y, mask)
     return float(loss), float(task.metric(outputs, y, mask))
 
 
@@ -111,7 +121,7 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     model, task, optimizer, data_rng = build(cfg)
     dtype = np.dtype(cfg.dtype.value)
     test = _cast(dtype, *task.test_set())
-    probe = tuple(None if a is None else a[:, : cfg.probe_size] for a in test)
+    probe = _probe(task, test, cfg.probe_size)
     gamma = model.activation.gamma
 
     series: dict[str, list[float]] = {}
@@ -152,7 +162,9 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     for step in range(cfg.steps):
         x, y, mask = _cast(dtype, *task.sample(data_rng, cfg.batch_size))
         with np.errstate(all="ignore"):
-            loss, grads, _ = model.loss_and_grads(x, y, loss=task.loss, target=task.target, mask=mask)
+            loss, grads, _ = model.loss_and_grads(
+                x, y, loss=task.loss, target=task.target, mask=mask
+            )
             pnorms = diag.param_norms(grads)
             info = clip_gradients(grads, mode=cfg.clip.mode.value, threshold=cfg.clip.threshold)
         norm = float(info.norm_before)
@@ -161,7 +173,10 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         elif not math.isfinite(norm):
             diverged_step, reason = step, f"non-finite gradient norm ({norm})"
         elif norm > cfg.grad_ceiling:
-            diverged_step, reason = step, f"gradient norm {norm:.3g} above ceiling {cfg.grad_ceiling:g}"
+            diverged_step, reason = (
+                step,
+                f"gradient norm {norm:.3g} above ceiling {cfg.grad_ceiling:g}",
+            )
         row = {
             "loss": float(loss),
             "grad_norm": norm,

@@ -1,0 +1,164 @@
+"""`make sweep` end to end: joblib workers, one parent per sweep, resume, failures, interrupts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bpttlab import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_STEPS = 20
+
+
+def run_sweep(uri: str, tmp_path: Path, *overrides: str, experiment: str = "smoke", **popen):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bpttlab.sweep",
+        "-m",
+        f"+experiments={experiment}",
+        f"hydra.sweep.dir={tmp_path / 'multirun' / str(time.monotonic_ns())}",
+        "hydra.launcher.n_jobs=2",
+        *overrides,
+    ]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1")
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=tmp_path, **popen)
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def sweep_runs(uri: str, experiment: str = "bpttlab-smoke"):
+    client = tracking.get_client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("bpttlab.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("bpttlab.role") == "run"]
+    return client, parents, children
+
+
+def expected_names(seq_len: int = 8) -> set[str]:
+    cells, clips = ("rnn", "lstm", "gru"), ("none", "norm1")
+    return {f"{c}-tanh-xavier-T{seq_len}-{k}-s0" for c in cells for k in clips}
+
+
+def test_smoke_sweep_records_every_run_once_under_one_parent(sqlite_uri, tmp_path):
+    proc = run_sweep(sqlite_uri, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 finished, 0 diverged, 0 failed, 0 killed, 0 skipped" in proc.stdout
+    assert proc.stdout.count("done  ") == 6  # one progress line per run
+    assert "[6/6]" in proc.stdout
+
+    client, parents, children = sweep_runs(sqlite_uri)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in children) == sorted(expected_names())
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        for tag in (
+            "cell",
+            "activation",
+            "init",
+            "clip",
+            "task",
+            "seq_len",
+            "seed",
+            "config_hash",
+            "code_version",
+        ):
+            assert run.data.tags[tag], tag
+        assert run.data.params["task.seq_len"] == "8"
+        assert run.data.params["steps"] == str(SMOKE_STEPS)
+        for metric in ("loss", "grad_norm", "grad_norm_clipped", "sigma_max_hh"):
+            assert len(client.get_metric_history(run.info.run_id, metric)) == SMOKE_STEPS
+        prof = client.get_metric_history(run.info.run_id, "profile_final")
+        assert sorted(m.step for m in prof) == list(range(1, 9))
+        for key in ("final_test_loss", "decay_rate_init", "log_bound_init", "diverged"):
+            assert key in run.data.metrics, key
+        arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"profiles", "hydra"} <= arts
+        hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+        assert "hydra/config.yaml" in hydra_files
+
+
+def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path):
+    proc = run_sweep(sqlite_uri, tmp_path, "model=rnn,gru", "clip=none", "fail=false,true")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 finished, 0 diverged, 2 failed" in proc.stdout
+    client, _, children = sweep_runs(sqlite_uri)
+    failed = [r for r in children if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all(r.data.params["fail"] == "True" for r in failed)
+    tb = Path(client.download_artifacts(failed[0].info.run_id, "traceback.txt")).read_text()
+    assert "RuntimeError" in tb and "configured to fail" in tb
+    assert sum(r.info.status == "FINISHED" for r in children) == 2
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp_path):
+    # slower runs so the interrupt lands while some are still training
+    slow = ("steps=400", "task.seq_len=30", "model.hidden_size=32", "eval_every=100")
+    tracking.get_client(sqlite_uri)  # the store exists before this test starts polling it
+    proc = run_sweep(
+        sqlite_uri,
+        tmp_path,
+        *slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    finished = []
+    while time.time() < deadline and len(finished) < 2:
+        time.sleep(0.5)
+        try:
+            _, _, children = sweep_runs(sqlite_uri)
+        except Exception:  # store or experiment not created yet
+            continue
+        finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) >= 2, "the sweep did not get going"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    _, _, children = sweep_runs(sqlite_uri)
+    first_done = {r.info.run_name: r.info.run_id for r in children if r.info.status == "FINISHED"}
+    assert len(first_done) < 6, "interrupt came too late to test resuming"
+    statuses = {r.info.status for r in children}
+    assert "RUNNING" not in statuses, statuses  # runs in progress were closed (KILLED)
+
+    again = run_sweep(sqlite_uri, tmp_path, *slow)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(first_done)} skipped" in again.stdout
+    _, parents, children = sweep_runs(sqlite_uri)
+    assert len(parents) == 1
+    names = [r.info.run_name for r in children]
+    assert (
+        sorted(names) == sorted(expected_names(30)) == sorted(set(names))
+    )  # each run exactly once
+    assert all(r.info.status == "FINISHED" for r in children)
+    for name, run_id in first_done.items():  # finished runs were not trained again
+        assert {r.info.run_name: r.info.run_id for r in children}[name] == run_id
+
+
+@pytest.mark.parametrize("bad", ["activation=tanhh", "task.seq_len=0"])
+def test_bad_config_fails_with_clear_message(tmp_path, bad):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpttlab.sweep", bad, "tracking=none", "steps=1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert ("Available options in 'activation'" in err) or ("task.seq_len=0" in err), err
