@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -88,7 +87,9 @@ def normalize_backend_uri(uri: str) -> str:
     Raises
     ------
     ValueError
-        If ``uri`` is not a database URI, or names PostgreSQL while ``psycopg2`` is missing.
+        If ``uri`` is not a database URI SQLAlchemy knows, or its driver is not installed (plain
+        ``postgresql://`` needs ``psycopg`` with SQLAlchemy >= 2.1, ``postgresql+psycopg2://``
+        needs ``psycopg2``; both come with the ``ray`` extra).
     """
     if "://" not in uri:
         raise ValueError(
@@ -97,11 +98,23 @@ def normalize_backend_uri(uri: str) -> str:
         )
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
-    if uri.startswith("postgresql") and importlib.util.find_spec("psycopg2") is None:
-        raise ValueError(
-            f"backend store URI {uri!r} needs the PostgreSQL driver psycopg2: "
-            "pip install -e '.[ray]' (or pip install psycopg2-binary)"
-        )
+    if not uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            dialect = make_url(uri).get_dialect()
+            dialect.import_dbapi()  # the driver module the server will load
+        except ArgumentError as err:
+            raise ValueError(
+                f"backend store URI {uri!r} is not a database URI SQLAlchemy knows ({err}): "
+                "expected sqlite:///ABS/PATH/mlflow.db or postgresql://USER:PASSWORD@HOST:PORT/DB"
+            ) from None
+        except ImportError as err:
+            raise ValueError(
+                f"backend store URI {uri!r} needs the database driver {dialect.driver!r}, which is "
+                f"not installed ({err}); the PostgreSQL drivers come with pip install -e '.[ray]'"
+            ) from None
     return uri
 
 
