@@ -284,3 +284,26 @@ def test_bad_masks_and_states_raise(model):
     hs, cache = model.forward(x)
     with pytest.raises(ValueError, match=r"dhs has shape \(5, 2\); expected \(T, B, H\)"):
         model.backward(cache, np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("elements", [1, 40])  # one step per chunk; chunks of 40 // (B·G·H) steps
+def test_backward_is_the_same_whatever_the_chunking(cell, elements, monkeypatch):
+    import bpttlab.models.base as base
+
+    rng = np.random.default_rng(4)
+    model = build_model(cell, 2, 4, 1, init="normal", init_scale=0.5, rng=rng)
+    x = rng.normal(size=(7, 2, 2))
+    states = {"h0": rng.normal(size=(2, 4))}
+    if cell == "lstm":
+        states["c0"] = rng.normal(size=(2, 4))
+    hs, cache = model.forward(x, **states)
+    dhs = rng.normal(size=hs.shape)
+    dhs[3] = 0.0
+    grads, dh = model.backward(cache, dhs)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", elements)
+    assert base.chunk_steps(2, 4 * GATES[cell]) < 7
+    grads_chunked, dh_chunked = model.backward(cache, dhs)
+    np.testing.assert_allclose(dh_chunked, dh, rtol=1e-13, atol=1e-15)
+    for name, g in grads.items():
+        np.testing.assert_allclose(grads_chunked[name], g, rtol=1e-13, atol=1e-15)

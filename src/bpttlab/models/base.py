@@ -17,6 +17,33 @@ from bpttlab.losses import LOSSES, TARGETS, compute_loss
 
 __all__ = ["PARAM_NAMES", "RecurrentModel"]
 
+# Backward passes compute local derivative factors for a chunk of steps at a time, sized so that
+# the chunk's buffers (~this many elements) stay in cache; small problems get one chunk.
+CHUNK_ELEMENTS = 1 << 15
+
+
+def chunk_steps(batch: int, width: int) -> int:
+    """Number of time steps per chunk for per-step arrays of shape ``(batch, width)``."""
+    return max(1, CHUNK_ELEMENTS // (batch * width))
+
+
+def reversed_chunks(n_steps: int, chunk: int):
+    """Yield ``(t0, t1)`` covering ``range(n_steps)`` backwards in pieces of at most ``chunk``."""
+    for t1 in range(n_steps, 0, -chunk):
+        yield max(0, t1 - chunk), t1
+
+
+def previous_states(states: np.ndarray, t0: int, t1: int, initial, buffer: np.ndarray):
+    """States ``s_{t-1}`` for ``t`` in ``[t0, t1)``: a view of ``states`` or, at ``t0 = 0``, a
+    copy into ``buffer`` starting with ``initial`` (zeros if ``None``)."""
+    if t0 > 0:
+        return states[t0 - 1 : t1 - 1]
+    out = buffer[: t1 - t0]
+    out[0] = 0.0 if initial is None else initial
+    out[1:] = states[: t1 - 1]
+    return out
+
+
 #: Parameter names, in the order they are created.
 PARAM_NAMES: tuple[str, ...] = (
     "weight_ih",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation, sigmoid
+from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
 
 __all__ = ["GATES", "GRUCache", "backward", "forward"]
 
@@ -42,9 +43,8 @@ class GRUCache:
         Initial state; ``None`` means zeros.
     gates : ndarray (T, B, 3H)
         ``r_t, z_t, n_t``.
-    hn : ndarray (T, B, 3H)
-        ``W_hh h_{t-1}`` with ``b_hn`` added to the last block, so ``hn[..., 2H:]`` is
-        ``W_hn h_{t-1} + b_hn``.
+    hn : ndarray (T, B, H)
+        ``W_hn h_{t-1} + b_hn``, the term the reset gate multiplies.
     hs : ndarray (T, B, H)
     activation : Activation
     """
@@ -90,24 +90,25 @@ def forward(
     gates += b_ih
     gates[..., :h2] += b_hh[:h2]
     b_hn = b_hh[h2:]
-    hn = np.empty_like(gates)
     hs = np.empty((n_steps, batch, hidden), dtype=gates.dtype)
+    hn = np.empty_like(hs)
+    recurrent = np.empty((batch, 3 * hidden), dtype=gates.dtype)
     rh = np.empty((batch, hidden), dtype=gates.dtype)
     w_hh_t = w_hh.T
     h_prev = h0
     for t in range(n_steps):
         a_t, hn_t, h_t = gates[t], hn[t], hs[t]
         if h_prev is None:
-            hn_t[...] = 0.0
+            hn_t[...] = b_hn
         else:
-            np.dot(h_prev, w_hh_t, out=hn_t)
-            a_t[:, :h2] += hn_t[:, :h2]
-        hn_t[:, h2:] += b_hn
+            np.dot(h_prev, w_hh_t, out=recurrent)
+            a_t[:, :h2] += recurrent[:, :h2]
+            np.add(recurrent[:, h2:], b_hn, out=hn_t)
         rz = a_t[:, :h2]
         sigmoid(rz, out=rz)
         n = a_t[:, h2:]
         # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
-        np.multiply(a_t[:, :hidden], hn_t[:, h2:], out=rh)
+        np.multiply(a_t[:, :hidden], hn_t, out=rh)
         n += rh
         activation(n, out=n)
         z = a_t[:, hidden:h2]
@@ -144,51 +145,60 @@ def backward(
     """
     w_hh = params["weight_hh"]
     x, gates, hn, hs = cache.x, cache.gates, cache.hn, cache.hs
+    act = cache.activation
     n_steps, batch, hidden = hs.shape
     h2 = 2 * hidden
-    r, z, n = gates[..., :hidden], gates[..., hidden:h2], gates[..., h2:]
-    h_prev = np.empty_like(hs)
-    h_prev[0] = 0.0 if cache.h0 is None else cache.h0
-    h_prev[1:] = hs[:-1]
-    # local factors for all steps at once, from stored outputs
-    dsig = gates[..., :h2] * (1.0 - gates[..., :h2])
-    dn_factor = (1.0 - z) * cache.activation.deriv(n)  # ∂L/∂a_n = δ_t ⊙ dn_factor
-    dz_factor = (h_prev - n) * dsig[..., hidden:]  # ∂L/∂a_z = δ_t ⊙ dz_factor
-    dr_factor = hn[..., h2:] * dsig[..., :hidden]  # ∂L/∂a_r = ∂L/∂a_n ⊙ dr_factor
+    dtype = hs.dtype
     has_direct = np.any(dhs, axis=(1, 2))
 
     dh = np.empty_like(hs)
     dn = np.empty_like(hs)  # ∂L/∂a_n
     dhh = np.empty_like(gates)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
-    carry = np.empty((batch, hidden), dtype=hs.dtype)
-    for t in range(n_steps - 1, -1, -1):
-        dh_t = dh[t]
-        if t == n_steps - 1:
-            dh_t[...] = dhs[t]
-        else:
-            # δ_t = direct + δ_{t+1} ⊙ z_{t+1} + W_hhᵀ ∂L/∂(W_hh h_t + b_hh)
-            np.dot(dhh[t + 1], w_hh, out=dh_t)
-            np.multiply(dh[t + 1], z[t + 1], out=carry)
-            dh_t += carry
-            if has_direct[t]:
-                dh_t += dhs[t]
-        np.multiply(dh_t, dn_factor[t], out=dn[t])
-        np.multiply(dh_t, dz_factor[t], out=dhh[t, :, hidden:h2])
-        np.multiply(dn[t], dr_factor[t], out=dhh[t, :, :hidden])
-        np.multiply(dn[t], r[t], out=dhh[t, :, h2:])
-    # input-side pre-activation gradients share ∂a_r, ∂a_z and take ∂a_n itself
-    dih = dhh.copy()
-    dih[..., h2:] = dn
-    dih_rows = dih.reshape(n_steps * batch, 3 * hidden)
-    dhh_rows = dhh.reshape(n_steps * batch, 3 * hidden)
-    dw_ih = np.dot(dih_rows.T, x.reshape(n_steps * batch, -1))
+    carry = np.empty((batch, hidden), dtype=dtype)
+    chunk = min(chunk_steps(batch, 3 * hidden), n_steps)
+    dsig_buffer = np.empty((chunk, batch, h2), dtype=dtype)
+    factor_buffers = np.empty((4, chunk, batch, hidden), dtype=dtype)
+    for t0, t1 in reversed_chunks(n_steps, chunk):
+        k = t1 - t0
+        r, z, n = (gates[t0:t1, :, j * hidden : (j + 1) * hidden] for j in range(3))
+        h_prev = previous_states(hs, t0, t1, cache.h0, factor_buffers[3])
+        # local factors of the chunk, from stored outputs
+        dsig = np.subtract(1.0, gates[t0:t1, :, :h2], out=dsig_buffer[:k])
+        dsig *= gates[t0:t1, :, :h2]  # σ'(a_r), σ'(a_z)
+        dn_factor = act.deriv(n, out=factor_buffers[0, :k])  # ∂L/∂a_n = δ_t ⊙ dn_factor
+        dn_factor *= np.subtract(1.0, z, out=factor_buffers[1, :k])
+        dz_factor = np.subtract(h_prev, n, out=factor_buffers[1, :k])  # ∂L/∂a_z = δ_t ⊙ dz_factor
+        dz_factor *= dsig[..., hidden:]
+        dr_factor = np.multiply(hn[t0:t1], dsig[..., :hidden], out=factor_buffers[2, :k])
+        for t in range(t1 - 1, t0 - 1, -1):
+            j = t - t0
+            dh_t = dh[t]
+            if t == n_steps - 1:
+                dh_t[...] = dhs[t]
+            else:
+                # δ_t = direct + δ_{t+1} ⊙ z_{t+1} + W_hhᵀ ∂L/∂(W_hh h_t + b_hh)
+                np.dot(dhh[t + 1], w_hh, out=dh_t)
+                np.multiply(dh[t + 1], gates[t + 1, :, hidden:h2], out=carry)
+                dh_t += carry
+                if has_direct[t]:
+                    dh_t += dhs[t]
+            np.multiply(dh_t, dn_factor[j], out=dn[t])
+            np.multiply(dh_t, dz_factor[j], out=dhh[t, :, hidden:h2])
+            # ∂a_r = ∂a_n ⊙ (W_hn h_{t-1} + b_hn) ⊙ σ'(a_r);  ∂(W_hn h_{t-1} + b_hn) = ∂a_n ⊙ r
+            np.multiply(dn[t], dr_factor[j], out=dhh[t, :, :hidden])
+            np.multiply(dn[t], r[j], out=dhh[t, :, h2:])
+    # input side: [∂a_r, ∂a_z] shared with the hidden side, then ∂a_n itself
+    rows = n_steps * batch
+    x_rows = x.reshape(rows, -1)
+    dhh_rows = dhh.reshape(rows, 3 * hidden)
+    dn_rows = dn.reshape(rows, hidden)
+    dw_ih = np.empty((3 * hidden, x_rows.shape[1]), dtype=dtype)
+    np.dot(dhh_rows[:, :h2].T, x_rows, out=dw_ih[:h2])
+    np.dot(dn_rows.T, x_rows, out=dw_ih[h2:])
     dw_hh = np.dot(dhh[1:].reshape(-1, 3 * hidden).T, hs[:-1].reshape(-1, hidden))
     if cache.h0 is not None:
         dw_hh += np.dot(dhh[0].T, cache.h0)
-    grads = {
-        "weight_ih": dw_ih,
-        "weight_hh": dw_hh,
-        "bias_ih": dih_rows.sum(axis=0),
-        "bias_hh": dhh_rows.sum(axis=0),
-    }
+    db_hh = dhh_rows.sum(axis=0)
+    db_ih = np.concatenate([db_hh[:h2], dn_rows.sum(axis=0)])
+    grads = {"weight_ih": dw_ih, "weight_hh": dw_hh, "bias_ih": db_ih, "bias_hh": db_hh}
     return grads, dh

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation, sigmoid
+from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
 
 __all__ = ["GATES", "LSTMCache", "backward", "forward"]
 
@@ -156,46 +157,56 @@ def backward(
     x, gates, cs, tcs, hs = cache.x, cache.gates, cache.cs, cache.tcs, cache.hs
     act = cache.activation
     n_steps, batch, hidden = hs.shape
+    h2, h3 = 2 * hidden, 3 * hidden
+    dtype = hs.dtype
     w_hh = _reorder(params["weight_hh"], _TO_INTERNAL)
-    g = gates[..., :hidden]
-    i = gates[..., hidden : 2 * hidden]
-    f = gates[..., 2 * hidden : 3 * hidden]
-    o = gates[..., 3 * hidden :]
-    c_prev = np.empty_like(cs)
-    c_prev[0] = 0.0 if cache.c0 is None else cache.c0
-    c_prev[1:] = cs[:-1]
-    # local derivatives for all steps at once, from stored outputs: the pre-activation gradient of
-    # each gate is (∂L/∂c_t or δ_t) times "partner ⊙ gate'"
-    partner = np.empty_like(gates)
-    dsig = gates[..., hidden:] * (1.0 - gates[..., hidden:])
-    np.multiply(i, act.deriv(g), out=partner[..., :hidden])
-    np.multiply(g, dsig[..., :hidden], out=partner[..., hidden : 2 * hidden])
-    np.multiply(c_prev, dsig[..., hidden : 2 * hidden], out=partner[..., 2 * hidden : 3 * hidden])
-    np.multiply(tcs, dsig[..., 2 * hidden :], out=partner[..., 3 * hidden :])
-    # ∂h_t/∂c_t = o_t ⊙ φ'(c_t)
-    o_dtc = o * act.deriv(tcs)
-    partner_c = partner.reshape(n_steps, batch, 4, hidden)[:, :, :3]
     has_direct = np.any(dhs, axis=(1, 2))
 
     dh = np.empty_like(hs)
-    da = np.empty_like(gates)  # ∂L/∂(gate pre-activations), internal order
-    da_c = da.reshape(n_steps, batch, 4, hidden)[:, :, :3]
-    dc = np.zeros((batch, hidden), dtype=hs.dtype)  # ∂L/∂c_t, carried backwards
+    da = np.empty_like(gates)  # ∂L/∂(gate pre-activations), internal order g, i, f, o
+    da_c = da.reshape(n_steps, batch, 4, hidden)[:, :, :3]  # the blocks driven by ∂L/∂c_t
+    dc = np.zeros((batch, hidden), dtype=dtype)  # ∂L/∂c_t, carried backwards
     tmp = np.empty_like(dc)
-    for t in range(n_steps - 1, -1, -1):
-        dh_t = dh[t]
-        if t == n_steps - 1:
-            dh_t[...] = dhs[t]
-        else:
-            np.dot(da[t + 1], w_hh, out=dh_t)
-            if has_direct[t]:
-                dh_t += dhs[t]
-        np.multiply(dh_t, o_dtc[t], out=tmp)
-        dc += tmp
-        # g, i, f pre-activation gradients: ∂L/∂c_t ⊙ partner
-        np.multiply(dc[:, None, :], partner_c[t], out=da_c[t])
-        np.multiply(dh_t, partner[t, :, 3 * hidden :], out=da[t, :, 3 * hidden :])
-        dc *= f[t]
+    chunk = min(chunk_steps(batch, 4 * hidden), n_steps)
+    partner_buffer = np.empty((chunk, batch, 4 * hidden), dtype=dtype)
+    o_dtc_buffer = np.empty((chunk, batch, hidden), dtype=dtype)
+    c_prev_buffer = np.empty((chunk, batch, hidden), dtype=dtype)
+    for t0, t1 in reversed_chunks(n_steps, chunk):
+        k = t1 - t0
+        g, i, f, o = (gates[t0:t1, :, j * hidden : (j + 1) * hidden] for j in range(4))
+        c_prev = previous_states(cs, t0, t1, cache.c0, c_prev_buffer)
+        # local factors of the chunk, from stored outputs: each gate's pre-activation gradient is
+        # (∂L/∂c_t for g, i, f; δ_t for o) ⊙ partner, partner = (i φ'(g), g σ'(i), c_{t-1} σ'(f),
+        # φ(c_t) σ'(o))
+        partner = partner_buffer[:k]
+        act.deriv(g, out=partner[..., :hidden])
+        partner[..., :hidden] *= i
+        sig_part = partner[..., hidden:]
+        np.subtract(1.0, gates[t0:t1, :, hidden:], out=sig_part)
+        sig_part *= gates[t0:t1, :, hidden:]
+        partner[..., hidden:h2] *= g
+        partner[..., h2:h3] *= c_prev
+        partner[..., h3:] *= tcs[t0:t1]
+        partner_c = partner.reshape(k, batch, 4, hidden)[:, :, :3]
+        # ∂h_t/∂c_t = o_t ⊙ φ'(c_t)
+        o_dtc = act.deriv(tcs[t0:t1], out=o_dtc_buffer[:k])
+        o_dtc *= o
+        for t in range(t1 - 1, t0 - 1, -1):
+            j = t - t0
+            dh_t = dh[t]
+            if t == n_steps - 1:
+                dh_t[...] = dhs[t]
+            else:
+                np.dot(da[t + 1], w_hh, out=dh_t)
+                if has_direct[t]:
+                    dh_t += dhs[t]
+            np.multiply(dh_t, o_dtc[j], out=tmp)
+            dc += tmp
+            # g, i, f pre-activation gradients: ∂L/∂c_t ⊙ partner
+            np.multiply(dc[:, None, :], partner_c[j], out=da_c[t])
+            np.multiply(dh_t, partner[j, :, h3:], out=da[t, :, h3:])
+            # ∂L/∂c_{t-1} (direct part) = ∂L/∂c_t ⊙ f_t
+            dc *= f[j]
     da_rows = da.reshape(n_steps * batch, 4 * hidden)
     dw_ih = np.dot(da_rows.T, x.reshape(n_steps * batch, -1))
     dw_hh = np.dot(da[1:].reshape(-1, 4 * hidden).T, hs[:-1].reshape(-1, hidden))

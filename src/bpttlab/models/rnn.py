@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation
+from bpttlab.models.base import chunk_steps, reversed_chunks
 
 __all__ = ["GATES", "RNNCache", "backward", "forward"]
 
@@ -108,21 +109,24 @@ def backward(
     w_hh = params["weight_hh"]
     x, hs = cache.x, cache.hs
     n_steps, batch, hidden = hs.shape
-    # f'(z_t) for every step at once, from the stored outputs
-    dact = cache.activation.deriv(hs)
     has_direct = np.any(dhs, axis=(1, 2))
     dh = np.empty_like(hs)
     dz = np.empty_like(hs)
-    for t in range(n_steps - 1, -1, -1):
-        dh_t = dh[t]
-        if t == n_steps - 1:
-            dh_t[...] = dhs[t]
-        else:
-            # what flows back from t+1: W_hhᵀ ∂L/∂z_{t+1}
-            np.dot(dz[t + 1], w_hh, out=dh_t)
-            if has_direct[t]:
-                dh_t += dhs[t]
-        np.multiply(dh_t, dact[t], out=dz[t])
+    chunk = chunk_steps(batch, hidden)
+    dact_buffer = np.empty((min(chunk, n_steps), batch, hidden), dtype=hs.dtype)
+    for t0, t1 in reversed_chunks(n_steps, chunk):
+        # f'(z_t) for a chunk of steps at once, from the stored outputs
+        dact = cache.activation.deriv(hs[t0:t1], out=dact_buffer[: t1 - t0])
+        for t in range(t1 - 1, t0 - 1, -1):
+            dh_t = dh[t]
+            if t == n_steps - 1:
+                dh_t[...] = dhs[t]
+            else:
+                # what flows back from t+1: W_hhᵀ ∂L/∂z_{t+1}
+                np.dot(dz[t + 1], w_hh, out=dh_t)
+                if has_direct[t]:
+                    dh_t += dhs[t]
+            np.multiply(dh_t, dact[t - t0], out=dz[t])
     # weight gradients as single matmuls over the stacked T·B rows
     dz_rows = dz.reshape(n_steps * batch, hidden)
     dw_ih = np.dot(dz_rows.T, x.reshape(n_steps * batch, -1))

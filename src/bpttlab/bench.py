@@ -1,0 +1,238 @@
+"""Speed figures: ``python -m bpttlab.bench [SECTION ...]`` (``make bench``).
+
+Each section is a function registered in ``SECTIONS``; with no argument every section runs.
+
+``engine``
+    Median time of one training step (forward, full BPTT and readout gradients through
+    ``model.loss_and_grads``, loss on the last step) per cell, dtype and shape ``(B, I, H, T)``,
+    on one BLAS thread; the step's matmul FLOPs and achieved GFLOP/s; and the *matmul floor*: the
+    same matmuls alone, same shapes, timed in the same run (calls interleaved with the step's),
+    so ``ratio = step / floor`` shows how far the engine is from what BLAS allows. ``µs/step``
+    is the step time divided by ``T``.
+
+Timings are medians over repeats. Wall and CPU time are both shown; the derived columns use CPU
+time, which leaves out waiting for a core and so moves less when other processes share the
+machine (memory bandwidth and caches are still shared: expect 10-20 % noise).
+"""
+
+from __future__ import annotations
+
+import os
+
+# one BLAS thread, set before NumPy loads OpenBLAS (a running process is also limited below)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bpttlab.models import CELLS, build_model  # noqa: E402
+
+__all__ = ["ENGINE_SHAPES", "SECTIONS", "bench_engine", "main", "matmul_flops", "time_calls"]
+
+#: (B, I, H, T) shapes of the engine section.
+ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 1, 16, 100),
+    (32, 2, 128, 100),
+    (64, 8, 256, 200),
+)
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """Limit BLAS to one thread for the block, if threadpoolctl is available."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - the environment variables above then do the job
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def time_calls(
+    fns: dict[str, Callable[[], object]], budget: float = 1.0, min_repeats: int = 5
+) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU time in seconds of each ``fn()``, calls interleaved.
+
+    The functions are called in turn, round after round, so that all of them see the same load
+    from other processes; enough rounds to fill about ``budget`` seconds (at least
+    ``min_repeats``). CPU time (``time.process_time``) leaves out the time the process waits for
+    a core, so on a shared machine it is the steadier of the two.
+
+    Returns
+    -------
+    dict
+        ``{name: (median wall seconds, median CPU seconds)}``.
+    """
+    for fn in fns.values():
+        fn()  # warm-up: allocations, caches, lazy imports
+    start = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    first = time.perf_counter() - start
+    rounds = int(min(max(min_repeats, budget / max(first, 1e-9)), 2000))
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - w0)
+    return {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in fns}
+
+
+def matmul_flops(cell: str, batch: int, n_in: int, hidden: int, n_steps: int, n_out: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one training step with a last-step loss.
+
+    Input projections ``(T·B, I)·(I, G·H)``; recurrent products ``(B, H)·(H, G·H)`` forward and
+    ``(B, G·H)·(G·H, H)`` backward for ``T - 1`` steps (``h_0 = 0``); weight gradients
+    ``(G·H, T·B)·(T·B, I)`` and ``(G·H, (T-1)·B)·((T-1)·B, H)``; readout forward and backward.
+    """
+    gh = _GATES[cell] * hidden
+    rows = n_steps * batch
+    recurrent_rows = (n_steps - 1) * batch
+    return 2 * (
+        2 * rows * n_in * gh  # input projections and dW_ih
+        + 3 * recurrent_rows * hidden * gh  # W_hh h forward, W_hhᵀ da backward, dW_hh
+        + 3 * batch * hidden * n_out  # readout, dW_out, dL/dh_T
+    )
+
+
+def _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng) -> Callable[[], None]:
+    """The step's matmuls alone, with the engine's shapes and call pattern."""
+    gh = _GATES[cell] * hidden
+    x_rows = rng.standard_normal((n_steps * batch, n_in)).astype(dtype)
+    w_ih = rng.standard_normal((gh, n_in)).astype(dtype)
+    w_hh = (rng.standard_normal((gh, hidden)) / np.sqrt(hidden)).astype(dtype)
+    hs = rng.standard_normal((n_steps, batch, hidden)).astype(dtype)
+    da = rng.standard_normal((n_steps, batch, gh)).astype(dtype)
+    pre = np.empty((batch, gh), dtype=dtype)
+    dh = np.empty((batch, hidden), dtype=dtype)
+    w_hh_t = w_hh.T
+
+    def matmuls():
+        np.dot(x_rows, w_ih.T)
+        for t in range(1, n_steps):
+            np.dot(hs[t - 1], w_hh_t, out=pre)
+        for t in range(n_steps - 1, 0, -1):
+            np.dot(da[t], w_hh, out=dh)
+        np.dot(da[1:].reshape(-1, gh).T, hs[:-1].reshape(-1, hidden))
+        np.dot(da.reshape(-1, gh).T, x_rows)
+
+    return matmuls
+
+
+def bench_engine(
+    shapes: tuple[tuple[int, int, int, int], ...] = ENGINE_SHAPES,
+    cells: tuple[str, ...] = CELLS,
+    dtypes: tuple[type, ...] = (np.float32, np.float64),
+    budget: float = 1.0,
+    print_fn: Callable[[str], None] = print,
+) -> list[dict]:
+    """Time one training step per cell, dtype and shape against its matmul floor.
+
+    Parameters
+    ----------
+    shapes : tuple of (B, I, H, T)
+    cells, dtypes : tuples
+    budget : float
+        Seconds of repeats per measurement (at least 5 repeats each).
+    print_fn : callable
+        Receives each table line as it is measured.
+
+    Returns
+    -------
+    list of dict
+        One row per configuration: cell, dtype, B, I, H, T, wall_ms and cpu_ms (median step),
+        floor_ms (median CPU time of the matmuls alone), ratio = cpu_ms / floor_ms, gflops (matmul
+        GFLOP per step), gflop_s (per CPU second), us_per_step = cpu time / T.
+    """
+    n_out = 1
+    rows = []
+    header = (
+        f"{'cell':<5} {'dtype':<8} {'B':>3} {'I':>2} {'H':>4} {'T':>4} {'wall ms':>9} "
+        f"{'cpu ms':>9} {'floor ms':>9} {'ratio':>6} {'GFLOP':>7} {'GFLOP/s':>8} {'µs/step':>8}"
+    )
+    print_fn(header)
+    print_fn("-" * len(header))
+    with _one_blas_thread():
+        for cell in cells:
+            for dtype in dtypes:
+                for batch, n_in, hidden, n_steps in shapes:
+                    rng = np.random.default_rng(0)
+                    model = build_model(cell, n_in, hidden, n_out, rng=rng, dtype=dtype)
+                    x = rng.standard_normal((n_steps, batch, n_in)).astype(dtype)
+                    y = rng.standard_normal((batch, n_out))
+                    floor_fn = _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng)
+                    timed = time_calls(
+                        {
+                            "step": lambda m=model, x=x, y=y: m.loss_and_grads(x, y),
+                            "floor": floor_fn,
+                        },
+                        budget,
+                    )
+                    (step_wall, step_cpu), (_, floor_cpu) = timed["step"], timed["floor"]
+                    flops = matmul_flops(cell, batch, n_in, hidden, n_steps, n_out)
+                    row = {
+                        "cell": cell,
+                        "dtype": np.dtype(dtype).name,
+                        "B": batch,
+                        "I": n_in,
+                        "H": hidden,
+                        "T": n_steps,
+                        "wall_ms": step_wall * 1e3,
+                        "cpu_ms": step_cpu * 1e3,
+                        "floor_ms": floor_cpu * 1e3,
+                        "ratio": step_cpu / floor_cpu,
+                        "gflops": flops / 1e9,
+                        "gflop_s": flops / step_cpu / 1e9,
+                        "us_per_step": step_cpu / n_steps * 1e6,
+                    }
+                    rows.append(row)
+                    print_fn(
+                        f"{cell:<5} {row['dtype']:<8} {batch:>3} {n_in:>2} {hidden:>4} "
+                        f"{n_steps:>4} {row['wall_ms']:>9.3f} {row['cpu_ms']:>9.3f} "
+                        f"{row['floor_ms']:>9.3f} {row['ratio']:>6.2f} {row['gflops']:>7.3f} "
+                        f"{row['gflop_s']:>8.2f} {row['us_per_step']:>8.2f}"
+                    )
+    return rows
+
+
+def _engine_section(args: argparse.Namespace) -> None:
+    print("## engine: one training step (forward + BPTT + readout grads), 1 BLAS thread")
+    print("   medians; ratio, GFLOP/s and µs/step use CPU time, floor = the same matmuls alone")
+    bench_engine(budget=args.budget)
+
+
+#: Sections of the benchmark, run in this order; other modules add theirs here.
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"engine": _engine_section}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m bpttlab.bench [SECTION ...] [--budget SECONDS]``."""
+    parser = argparse.ArgumentParser(prog="python -m bpttlab.bench", description=__doc__)
+    parser.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"sections to run (default: all): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=1.0, help="seconds of repeats per measurement (default 1)"
+    )
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r}; valid choices: {', '.join(SECTIONS)}")
+    for name in args.sections or list(SECTIONS):
+        SECTIONS[name](args)
+        print()
+
+
+if __name__ == "__main__":
+    main()
