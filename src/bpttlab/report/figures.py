@@ -431,6 +431,8 @@ def fig_loss_vs_seqlen(
             ax.axhline(1.0, color="0.3", ls="--", lw=1)
             if log_x:
                 _log_ticks(ax, lengths)
+            else:
+                ax.set_xticks(lengths)  # ticks at the swept lengths only
             ax.set_title(f"cell = {cell}")
             ax.set_xlabel("sequence length T (steps)")
             if j == 0:
