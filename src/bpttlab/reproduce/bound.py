@@ -162,6 +162,11 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
+    """Verdict rows from the loaded data."""
+    return verdicts(data["runs"], scale)
+
+
 # ---------------------------------------------------------------------------------------------
 # figure
 # ---------------------------------------------------------------------------------------------

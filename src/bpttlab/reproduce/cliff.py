@@ -295,6 +295,11 @@ def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
+    """Verdict rows from the loaded data."""
+    return verdicts(data["summary"], scale)
+
+
 def figure(data: dict):
     """3-D surface with trajectories, top view, and the bifurcation diagram."""
     import matplotlib.pyplot as plt

@@ -141,6 +141,11 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
+    """Verdict rows from the loaded data."""
+    return verdicts(data["runs"], scale)
+
+
 def figure(data: dict[str, pd.DataFrame]):
     """Two panels like the paper's: ‖∂C/∂h_t‖ against t at init and after 100 iterations."""
     import matplotlib.pyplot as plt

@@ -1,0 +1,321 @@
+"""Reproductions: verdicts on synthetic run tables (must pass and must fail), loader, rendering."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bpttlab import tracking
+from bpttlab.reproduce import adding, bound, cliff, gradnorm_time
+from bpttlab.reproduce import common as C
+from bpttlab.reproduce.__main__ import parse_only
+from bpttlab.tasks import cliff_grad
+
+
+def _marks(verdicts):
+    return [v.passed for v in verdicts]
+
+
+# ---------------------------------------------------------------------------------------------
+# bound
+# ---------------------------------------------------------------------------------------------
+def _bound_runs() -> pd.DataFrame:
+    """Runs shaped like bound.load()['runs'] that satisfy every claim."""
+    rows = []
+    for seed in range(3):
+        for rho in (0.5, 2.0):
+            # linear W = rho Q: slope exactly log rho, sigma_max = rho
+            rows.append(("identity", "orthogonal", seed, rho, math.log(rho), math.log(rho), rho))
+            # linear Gaussian W: sigma_max = 2 rho, slope near log rho
+            rows.append(
+                ("identity", "normal", seed, rho, math.log(rho) + 0.02, math.log(2 * rho), 2 * rho)
+            )
+            # tanh: below the bound; rho = 2 orthogonal vanishes although sigma_max*gamma = 2
+            slope = -0.1 if rho == 2.0 else math.log(rho) - 0.3
+            rows.append(("tanh", "orthogonal", seed, rho, slope, math.log(rho), rho))
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "activation",
+            "init",
+            "seed",
+            "rho",
+            "decay_rate_init",
+            "log_bound_init",
+            "sigma_max_init",
+        ],
+    )
+    df["log_rho_init"] = np.log(df["rho"])
+    return df
+
+
+def test_bound_verdicts_pass_on_runs_that_meet_the_claims():
+    assert _marks(bound.verdicts(_bound_runs())) == [True] * 5
+
+
+def test_bound_verdicts_fail_when_a_claim_is_broken():
+    df = _bound_runs()
+    lin = (df["activation"] == "identity") & (df["init"] == "orthogonal")
+    broken = df.copy()
+    broken.loc[lin & (broken["seed"] == 1), "decay_rate_init"] += 1e-3  # not exactly log s
+    assert _marks(bound.verdicts(broken))[0] is False
+    broken = df.copy()
+    broken.loc[0, "decay_rate_init"] = broken.loc[0, "log_bound_init"] + 0.01  # above the bound
+    assert _marks(bound.verdicts(broken))[1] is False
+    broken = df.copy()
+    gauss = (broken["activation"] == "identity") & (broken["init"] == "normal")
+    broken.loc[gauss, "decay_rate_init"] = np.log(broken.loc[gauss, "sigma_max_init"]) - 0.01
+    assert _marks(bound.verdicts(broken))[3] is False  # follows sigma_max, not rho
+    broken = df.copy()
+    tanh2 = (broken["activation"] == "tanh") & (broken["rho"] == 2.0) & (broken["seed"] == 2)
+    broken.loc[tanh2, "decay_rate_init"] = 0.1  # one seed explodes: not 'every seed'
+    assert _marks(bound.verdicts(broken))[4] is False
+
+
+def test_bound_verdicts_are_not_judged_without_runs():
+    assert _marks(bound.verdicts(pd.DataFrame())) == [None] * 5
+
+
+# ---------------------------------------------------------------------------------------------
+# cliff
+# ---------------------------------------------------------------------------------------------
+def test_analytic_folds_match_the_bifurcation_of_the_map():
+    lo, hi = cliff.analytic_folds(5.0)
+    assert lo == pytest.approx(-2.656, abs=1e-3) and hi == pytest.approx(-2.344, abs=1e-3)
+    from bpttlab.tasks import bifurcation
+
+    assert [len(r) for r in bifurcation(5.0, [lo - 0.01, 0.5 * (lo + hi), hi + 0.01])] == [1, 3, 1]
+    with pytest.raises(ValueError, match="w > 4"):
+        cliff.analytic_folds(3.0)
+
+
+def test_cliff_descent_clips_each_step_to_lr_times_threshold():
+    spec = dict(cliff.QUICK_SPEC)
+    w0 = 5.0
+    wall = cliff.wall_position(w0, spec)
+    b = np.linspace(wall - 0.05, wall + 0.05, 2001)
+    b0 = b[np.argmax(np.hypot(*cliff_grad(w0, b)))]  # on the wall: the steepest point
+    plain = cliff.descend(w0, b0, spec, clip=False)
+    clipped = cliff.descend(w0, b0, spec, clip=True)
+    step_c = np.hypot(*np.diff(clipped[:, :2], axis=0).T)
+    assert step_c.max() <= spec["lr"] * spec["threshold"] + 1e-12
+    assert np.hypot(*np.diff(plain[:, :2], axis=0).T).max() > 2 * step_c.max()
+
+
+def _cliff_summary(**change):
+    s = {
+        "E_range": 0.49,
+        "E_max_jump": 0.4,
+        "grad_max": 26.0,
+        "grad_median": 1e-3,
+        "plain_max_step": 11.0,
+        "clipped_max_step": 0.5,
+        "step_bound": 0.5,
+        "n_starts": 5.0,
+        "n_clipped_not_worse": 5.0,
+        "fold_low": -2.656,
+        "fold_high": -2.344,
+        "bistable_low": -2.655,
+        "bistable_high": -2.345,
+        "outer_stable": 1.0,
+        "middle_unstable": 1.0,
+    }
+    for i in range(5):
+        s.update(
+            {f"end_error_plain_{i}": 0.1, f"end_error_clipped_{i}": 0.0, f"max_step_plain_{i}": 1.0}
+        )
+    s.update(change)
+    return s
+
+
+def test_cliff_verdicts_pass_and_fail():
+    assert _marks(cliff.verdicts(_cliff_summary())) == [True] * 4
+    assert _marks(cliff.verdicts(_cliff_summary(E_max_jump=0.05)))[0] is False
+    assert _marks(cliff.verdicts(_cliff_summary(plain_max_step=2.0)))[1] is False
+    assert _marks(cliff.verdicts(_cliff_summary(clipped_max_step=0.6)))[1] is False
+    assert _marks(cliff.verdicts(_cliff_summary(n_clipped_not_worse=3.0)))[2] is False
+    assert _marks(cliff.verdicts(_cliff_summary(bistable_low=-2.5)))[3] is False
+    assert _marks(cliff.verdicts(_cliff_summary(middle_unstable=0.0)))[3] is False
+    assert _marks(cliff.verdicts(None)) == [None] * 4
+
+
+def test_cliff_summary_of_computed_arrays_finds_the_folds():
+    spec = dict(cliff.QUICK_SPEC, bif_n=401)
+    metrics, arrays = cliff.compute(spec)
+    s = cliff.summarize(arrays, spec)
+    assert s["bistable_low"] == pytest.approx(s["fold_low"], abs=0.02)
+    assert s["bistable_high"] == pytest.approx(s["fold_high"], abs=0.02)
+    assert s["middle_unstable"] == 1.0 and s["outer_stable"] == 1.0
+    assert s["clipped_max_step"] <= s["step_bound"] + 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient norm over time
+# ---------------------------------------------------------------------------------------------
+def _gn_runs(change: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for seed in range(3):
+        rows += [
+            ("tanh RNN", seed, -0.05, -0.1, 0.005),
+            ("IRNN", seed, 0.001, -0.01, 0.9),
+            ("LSTM", seed, -0.05, -0.1, 0.01),
+            ("GRU", seed, -0.3, -0.2, 1e-13),
+        ]
+    df = pd.DataFrame(
+        rows, columns=["variant", "seed", "decay_rate_init", "decay_rate_final", "ratio_init"]
+    )
+    for (variant, col), value in (change or {}).items():
+        df.loc[(df["variant"] == variant) & (df["seed"] == 0), col] = value
+    return df
+
+
+def test_gradnorm_verdicts_pass_and_fail():
+    assert _marks(gradnorm_time.verdicts(_gn_runs())) == [True] * 3
+    assert _marks(gradnorm_time.verdicts(_gn_runs({("LSTM", "ratio_init"): 0.5})))[0] is False
+    bad = _gn_runs()
+    bad.loc[bad["variant"] == "IRNN", "decay_rate_final"] = 0.02
+    assert _marks(gradnorm_time.verdicts(bad))[1] is False
+    flat = _gn_runs({("IRNN", "decay_rate_init"): -0.05})
+    assert _marks(gradnorm_time.verdicts(flat))[2] is False
+
+
+def test_gradnorm_ratios_from_profiles():
+    runs = pd.DataFrame({"run_id": ["a"]})
+    t = np.arange(1, 11)
+    prof = pd.DataFrame(
+        {"run_id": "a", "phase": "init", "t": t, "lag": 10 - t, "norm": 0.5 ** (10 - t)}
+    )
+    out = gradnorm_time.add_ratios(runs, prof)
+    assert out.loc[0, "ratio_init"] == pytest.approx(0.5**9)
+    assert math.isnan(out.loc[0, "ratio_final"])
+
+
+# ---------------------------------------------------------------------------------------------
+# adding
+# ---------------------------------------------------------------------------------------------
+def _adding_runs(rel: dict) -> pd.DataFrame:
+    rows = []
+    for (variant, T), values in rel.items():
+        rows += [(variant, T, s, v) for s, v in enumerate(values)]
+    df = pd.DataFrame(rows, columns=["variant", "seq_len", "seed", "final_test_loss_rel"])
+    return adding.with_rel(df)
+
+
+GOOD = {
+    ("LSTM", 25): [0.01, 0.02, 0.03],
+    ("LSTM", 100): [0.1, 0.2, 0.3],
+    ("GRU", 25): [0.01, 0.02, 0.03],
+    ("GRU", 100): [0.1, 0.2, 0.3],
+    ("tanh RNN", 100): [0.95, 1.0, 0.9],
+    ("IRNN", 100): [0.2, 0.3, 0.4],
+}
+
+
+def test_adding_verdicts_pass_and_fail():
+    assert _marks(adding.verdicts(_adding_runs(GOOD))) == [True, True, True]
+    lucky = {**GOOD, ("GRU", 100): [0.1, 0.2, 1.2]}  # one seed above the baseline
+    assert _marks(adding.verdicts(_adding_runs(lucky)))[0] is False
+    solved = {**GOOD, ("tanh RNN", 100): [0.2, 0.3, 0.4]}
+    assert _marks(adding.verdicts(_adding_runs(solved)))[1] is False
+    stuck = {**GOOD, ("IRNN", 100): [0.9, 1.0, 1.0]}
+    assert _marks(adding.verdicts(_adding_runs(stuck)))[2] is False
+
+
+def test_adding_run_without_a_finite_loss_counts_as_failed():
+    df = _adding_runs(GOOD)
+    df.loc[(df["variant"] == "LSTM") & (df["seed"] == 0), "final_test_loss_rel"] = np.nan
+    assert _marks(adding.verdicts(adding.with_rel(df)))[0] is False
+
+
+# ---------------------------------------------------------------------------------------------
+# common: scale, selection of runs, loader, rendering, CLI
+# ---------------------------------------------------------------------------------------------
+def test_scale_overrides_and_expected_params():
+    assert C.scaled_fields("repro_adding", C.Scale()) == {}
+    half = C.scaled_fields("repro_adding", C.Scale(steps_scale=0.5))
+    assert half == {"steps": 1500, "eval_every": 75}
+    assert C.scaled_fields("repro_gradnorm_time", C.Scale(0.5), scale_steps=False) == {}
+    quick = C.scaled_fields("repro_adding", C.Scale(quick=True), {"seed": 0})
+    assert quick["steps"] == 2 and quick["seed"] == 0
+    assert C.expected_params("repro_adding", half)["steps"] == "1500"
+    assert C.expected_params("repro_adding", {})["steps"] == "3000"
+    with pytest.raises(ValueError, match="steps_scale"):
+        C.Scale(steps_scale=0)
+    with pytest.raises(ValueError, match="no experiment file"):
+        C.experiment_fields("repro_nonexistent")
+
+
+def test_load_runs_filters_params_and_keeps_the_latest_of_one_config(sqlite_uri):
+    for i, (steps, chash) in enumerate([("10", "aaa"), ("10", "aaa"), ("20", "bbb")]):
+        t = tracking.MlflowTracker.start(
+            sqlite_uri,
+            "exp",
+            f"r{i}",
+            tags={"bpttlab.role": "run", "config_hash": chash, "cell": "rnn", "seed": str(i)},
+        )
+        t.log_params({"steps": steps, "task.seq_len": 5})
+        t.log_metrics({"final_test_loss": float(i)})
+        t.log_series("test_loss", [0, 5], [1.0, 0.5])
+        t.end("FINISHED")
+    runs = C.load_runs(sqlite_uri, "exp", {"steps": "10"})
+    assert len(runs) == 1 and runs.loc[0, "final_test_loss"] == 1.0  # the later of two
+    assert runs.loc[0, "params.task.seq_len"] == 5 and runs.loc[0, "seed"] == 1
+    assert len(C.load_runs(sqlite_uri, "exp")) == 2
+    assert C.load_runs(sqlite_uri, "no-such-experiment").empty
+    hist = C.load_history(sqlite_uri, list(runs["run_id"]), ["test_loss"])
+    assert list(hist["step"]) == [0, 5] and list(hist["value"]) == [1.0, 0.5]
+
+
+def test_analytic_run_is_recorded_once_and_read_back(sqlite_uri):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"m": 1.0, "bad": float("nan")}, {"a": np.arange(3)}
+
+    spec = {"T": 5}
+    rid = C.record_analytic(sqlite_uri, "exp-a", "toy", spec, compute)
+    assert C.record_analytic(sqlite_uri, "exp-a", "toy", spec, compute) == rid
+    assert len(calls) == 1  # reused, not recomputed
+    metrics, arrays = C.load_analytic(sqlite_uri, "exp-a", "toy", spec)
+    assert metrics == {"m": 1.0} and list(arrays["a"]) == [0, 1, 2]
+    with pytest.raises(LookupError):
+        C.load_analytic(sqlite_uri, "exp-a", "toy", {"T": 6})
+
+
+def test_rendered_report_puts_the_verdict_table_first(tmp_path):
+    v = [
+        C.Verdict("x", "a claim", "1.0", "0.9 ± 0.1 (n=3)", "ours < 1", True),
+        C.Verdict("x", "b|claim", "-", "2", "ours < 1", False),
+    ]
+    fig = tmp_path / "repro_x.png"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    C.save_figure(plt.figure(), fig)
+    sections = [C.Section("x", "X", "setup text", fig, v, {"sweep": 75.0})]
+    md = C.render_markdown(sections, "header")
+    assert md.index("| result |") < md.index("## X")
+    assert "1 of 2 claims reproduced, 1 failed" in md and "b\\|claim" in md
+    assert "figures/repro_x.png" in md and "sweep 1.2 min" in md
+    page = C.render_html(sections, "header")
+    assert page.index("<table>") < page.index("<h2>X") and "data:image/png;base64," in page
+
+
+def test_mean_spread_and_variants():
+    assert C.mean_spread([1.0, 2.0, 3.0, float("nan")]) == "2 ± 1 (n=3)"
+    assert C.mean_spread([]) == "no finite value"
+    assert C.variant_of("rnn", "relu", "identity") == "IRNN"
+    assert C.variant_of("rnn", "tanh", "xavier") == "tanh RNN"
+    assert C.variant_of("gru", "tanh", "xavier") == "GRU"
+
+
+def test_parse_only_names_the_valid_choices():
+    assert parse_only("cliff,bound") == ["cliff", "bound"]
+    with pytest.raises(ValueError, match="valid choices"):
+        parse_only("cliffs")
