@@ -21,7 +21,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-slow lint format bench run sweep smoke ui clean
+.PHONY: help install test test-slow lint format bench run sweep smoke ui report report-check clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -58,13 +58,22 @@ run: $(STAMP) ## Train one run and print its summary, e.g. make run ARGS="model=
 	$(PY) -m bpttlab.sweep $(ARGS)
 
 sweep: $(STAMP) ## Run the study grid experiments/$(EXP).yaml in parallel, tracked in MLflow (EXP=default)
-	$(PY) -m bpttlab.sweep --multirun +experiments=$(EXP) hydra.launcher.n_jobs=$(JOBS) $(ARGS)
+	$(PY) -m bpttlab.sweep --multirun +experiments=$(EXP) \
+	  $(if $(findstring hydra/launcher=,$(ARGS)),,hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
 
 smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
 	$(MAKE) sweep EXP=smoke
 
 ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store (Ctrl-C stops it)
 	$(PY) -m bpttlab.ui --host $(HOST) --port $(UI_PORT)
+
+report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the newest sweep in MLflow, no training
+	$(PY) -m bpttlab.report $(ARGS)
+
+report-check: ## Screenshot reports/report.html in headless Chromium (needs Debian's chromium package)
+	@test -x /usr/bin/chromium || { echo "chromium is not installed: apt-get install -y chromium"; exit 1; }
+	$(PY) -m bpttlab.report.screenshot reports/report.html reports/report.png
+	@echo "screenshot: reports/report.png"
 
 clean: ## Remove generated outputs (keeps the MLflow store and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
