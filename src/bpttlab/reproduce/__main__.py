@@ -144,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             reproduce_one(name, uri, scale, out, do_run=do_run, jobs=args.jobs, workdir=workdir)
         )
     total = time.perf_counter() - t_start
-    run_s = sum(v for s in sections for k, v in s.seconds.items() if k != "report")
+    run_s = sum(v for s in sections for k, v in s.seconds.items() if k in ("sweep", "analytic"))
+    cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k == "sweep cpu")
     header = (
         f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
         f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`; run size: {scale.label}; "
         f"ran: {', '.join(n for n in chosen) if not args.no_run else 'nothing'}; "
-        f"wall time {total / 60:.1f} min ({run_s / 60:.1f} min in sweeps and analytic runs). "
+        f"wall time {total / 60:.1f} min ({run_s / 60:.1f} min in sweeps and analytic runs; "
+        f"sweeps used {cpu_s / 60:.1f} CPU-min). "
         "Pass criteria were fixed before the runs; a failed claim is reported as failed."
     )
     (out / "reproduce.md").write_text(C.render_markdown(sections, header))

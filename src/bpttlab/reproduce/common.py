@@ -164,11 +164,13 @@ def run_sweep(
     jobs: int = 2,
     workdir: Path | None = None,
     log=print,
-) -> float:
-    """Run the grid as a subprocess; return its wall time in seconds. Raises if the sweep fails.
+) -> dict[str, float]:
+    """Run the grid as a subprocess; raise if the sweep fails.
 
-    Finished runs of the same sweep are skipped by the sweep itself (resume); the subprocess
-    inherits one BLAS thread per worker.
+    Returns ``{"sweep": wall seconds, "sweep cpu": CPU seconds of the sweep and its workers}``.
+    On a shared machine the wall time depends on the load; CPU seconds / cores estimates the
+    wall time on an idle machine. Finished runs of the same sweep are skipped by the sweep
+    itself (resume); the subprocess inherits one BLAS thread per worker.
     """
     cmd = sweep_command(name, overrides, jobs)
     env = dict(os.environ)
@@ -182,10 +184,12 @@ def run_sweep(
     )
     log("$ " + " ".join(cmd[1:]))
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     proc = subprocess.run(
         cmd, cwd=str(workdir or tracking.project_root()), env=env, text=True, capture_output=True
     )
     seconds = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     tail = [ln for ln in proc.stdout.splitlines() if ln.startswith(("sweep", "  FAILED"))]
     for line in tail:
         log("  " + line)
@@ -194,7 +198,15 @@ def run_sweep(
             f"sweep {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
             f"{proc.stderr[-3000:]}"
         )
-    return seconds
+    return {"sweep": seconds, "sweep cpu": cpu}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of all finished child processes (and theirs) so far."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +456,10 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _fmt_times(seconds: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {_fmt_s(v)}" for k, v in seconds.items())
+
+
 def render_markdown(sections: Sequence[Section], header: str, fig_rel: str = "figures") -> str:
     """``reproduce.md``: the verdict table first, then one part per reproduction."""
     all_v = [v for s in sections for v in s.verdicts]
@@ -504,7 +520,7 @@ def render_html(sections: Sequence[Section], header: str) -> str:
     for s in sections:
         parts.append(f"<h2>{html.escape(s.title)}</h2><p>{html.escape(s.setup)}</p>")
         if s.seconds:
-            t = ", ".join(f"{k} {_fmt_s(v)}" for k, v in s.seconds.items())
+            t = _fmt_times(s.seconds)
             parts.append(f"<p>Time: {html.escape(t)}.</p>")
         if s.figure is not None and s.figure.is_file():
             parts.append(

@@ -35,7 +35,7 @@ def overrides(scale: C.Scale) -> dict:
 
 
 def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dict[str, float]:
-    return {"sweep": C.run_sweep(EXPERIMENT, overrides(scale), uri, jobs, workdir, log)}
+    return C.run_sweep(EXPERIMENT, overrides(scale), uri, jobs, workdir, log)
 
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,184 @@
+"""Gradient clipping on the temporal-order task (Pascanu, Mikolov & Bengio 2013, Fig. 7).
+
+Without clipping the gradient norm of a tanh RNN has rare huge spikes (their logs: averages of
+1–100, spikes averaging over 30,000); norm clipping (Algorithm 1) turns those into bounded steps,
+and it helps more as the sequences get longer.
+
+Runs: ``experiments/repro_temporal_order.yaml`` (clip none/norm × length × 5 seeds). The spikes
+are read from the per-step metric ``grad_norm`` (the norm before clipping); success is the run's
+``solved`` flag (test accuracy ≥ 99%).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bpttlab.reproduce import common as C
+
+NAME = "temporal_order"
+TITLE = "5. Clipping on the temporal-order task (Pascanu et al. 2013, Fig. 7)"
+EXPERIMENT = "repro_temporal_order"
+TRACKING = "bpttlab-repro-temporal-order"
+SETUP = (
+    "Paper's model and optimizer: tanh RNN, 50 hidden units, 'smart' init (W_rec Gaussian "
+    "rescaled to ρ = 0.95, W_in and W_out N(0, 0.01²)), SGD lr 0.01 without momentum, batch 20, "
+    "clipping threshold 1. Scaled: lengths L ∈ {20, 50, 100} (paper: 50–200), 5000 updates "
+    "(paper: up to millions), success = ≥ 99% accuracy on 1,000 fixed test sequences (paper: "
+    "10,000 fresh); 5 seeds per (L, clipping) as in the paper (30 runs)."
+)
+QUICK = {"seed": 0, "task.seq_len": "10,20"}
+SPIKE = 10.0  # a spike: max grad norm >= 10 x the run's median
+SEED_FRAC = 0.8  # of the unclipped seeds at the longest length
+
+
+def overrides(scale: C.Scale) -> dict:
+    return C.scaled_fields(EXPERIMENT, scale, QUICK)
+
+
+def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dict[str, float]:
+    return C.run_sweep(EXPERIMENT, overrides(scale), uri, jobs, workdir, log)
+
+
+def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
+    """``runs`` with ``gn_median``, ``gn_max``, ``spike`` (= max/median grad norm) and
+    ``gradnorms`` (long table of the per-step pre-clip norms)."""
+    runs = C.load_runs(uri, TRACKING, C.expected_params(EXPERIMENT, overrides(scale)))
+    if runs.empty:
+        return {"runs": runs, "gradnorms": pd.DataFrame()}
+    hist = C.load_history(uri, list(runs["run_id"]), ["grad_norm"])
+    return {"runs": add_spikes(runs, hist), "gradnorms": hist}
+
+
+def add_spikes(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
+    """Add ``gn_median``, ``gn_max`` and ``spike = gn_max / gn_median`` per run."""
+    runs = runs.copy()
+    g = hist[hist["metric"] == "grad_norm"].groupby("run_id")["value"]
+    runs["gn_median"] = runs["run_id"].map(g.median())
+    runs["gn_max"] = runs["run_id"].map(g.max())
+    runs["spike"] = runs["gn_max"] / runs["gn_median"]
+    return runs
+
+
+CLAIMS = {
+    "spikes": (
+        "Without clipping the gradient norm has rare huge spikes",
+        "average norms 1–100, spikes averaging > 30,000",
+        f"longest L, no clipping: max ‖g‖ ≥ {SPIKE:g} × median ‖g‖ in ≥ {SEED_FRAC:.0%} of seeds",
+    ),
+    "helps": (
+        "Clipping helps more as the sequences get longer",
+        "Fig. 7: success rate with clipping ≥ without, gap growing with length",
+        "success(clip) − success(none) > 0 at the longest L and ≥ that at the shortest L",
+    ),
+}
+
+
+def success_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Success rate and number of seeds per (clip, seq_len)."""
+    return (
+        runs.assign(solved=runs["solved"].fillna(0))
+        .groupby(["clip", "seq_len"])["solved"]
+        .agg(rate="mean", n="size")
+        .reset_index()
+    )
+
+
+def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
+    """Judge the claims from ``runs`` (columns ``clip, seq_len, seed, solved, spike,
+    gn_median, gn_max``)."""
+    if runs.empty or not {"clip", "seq_len", "solved", "spike"} <= set(runs.columns):
+        return [C.missing(NAME, *v[:2], v[2], "no finished runs") for v in CLAIMS.values()]
+    out = []
+    lengths = sorted(runs["seq_len"].unique())
+    lo, hi = lengths[0], lengths[-1]
+    g = runs[(runs["clip"] == "none") & (runs["seq_len"] == hi)]
+    if g.empty:
+        out.append(C.missing(NAME, *CLAIMS["spikes"][:2], CLAIMS["spikes"][2], "no run"))
+    else:
+        frac = float((g["spike"] >= SPIKE).mean())
+        ours = (
+            f"L={hi}: max/median {C.mean_spread(g['spike'])}; median ‖g‖ "
+            f"{C.mean_spread(g['gn_median'])}, max ‖g‖ {C.mean_spread(g['gn_max'])}; "
+            f"{frac:.0%} of seeds spike"
+        )
+        out.append(
+            C.Verdict(
+                NAME,
+                *CLAIMS["spikes"][:2],
+                ours,
+                CLAIMS["spikes"][2],
+                bool(frac >= SEED_FRAC),
+                scale,
+            )
+        )
+    tab = success_table(runs).set_index(["clip", "seq_len"])
+    if not {("none", lo), ("norm", lo), ("none", hi), ("norm", hi)} <= set(tab.index):
+        out.append(C.missing(NAME, *CLAIMS["helps"][:2], CLAIMS["helps"][2], "missing cells"))
+        return out
+
+    def gain(L):
+        return float(tab.loc[("norm", L), "rate"] - tab.loc[("none", L), "rate"])
+
+    parts = [
+        f"L={L}: clip {tab.loc[('norm', L), 'rate']:.0%} vs none {tab.loc[('none', L), 'rate']:.0%}"
+        f" (n={int(tab.loc[('norm', L), 'n'])})"
+        for L in lengths
+        if ("norm", L) in tab.index and ("none", L) in tab.index
+    ]
+    ok = gain(hi) > 0 and gain(hi) >= gain(lo)
+    out.append(
+        C.Verdict(
+            NAME,
+            *CLAIMS["helps"][:2],
+            "success " + "; ".join(parts),
+            CLAIMS["helps"][2],
+            bool(ok),
+            scale,
+        )
+    )
+    return out
+
+
+def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
+    """Verdict rows from the loaded data."""
+    return verdicts(data["runs"], scale)
+
+
+def figure(data: dict[str, pd.DataFrame]):
+    """Pre-clip gradient norms without / with clipping at the longest L; success against L."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    runs, hist = data["runs"], data["gradnorms"]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    if runs.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
+        return fig
+    hi = runs["seq_len"].max()
+    for ax, clip in zip(axes[:2], ("none", "norm"), strict=True):
+        sub = runs[(runs["clip"] == clip) & (runs["seq_len"] == hi)].sort_values("seed")
+        for _, r in sub.iterrows():
+            h = hist[(hist["run_id"] == r["run_id"])].sort_values("step")
+            ax.semilogy(h["step"], h["value"], lw=0.5, alpha=0.8, label=f"seed {r['seed']}")
+        if clip == "norm":
+            ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold 1")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("‖∂E/∂θ‖ before clipping")
+        what = "without clipping" if clip == "none" else "with norm clipping (threshold 1)"
+        ax.set_title(f"temporal order L = {hi}: gradient norm {what}")
+        ax.legend(fontsize=7, ncol=2)
+    tab = success_table(runs)
+    ax = axes[2]
+    for clip, marker in (("none", "o"), ("norm", "s")):
+        t = tab[tab["clip"] == clip].sort_values("seq_len")
+        ax.plot(t["seq_len"], t["rate"], marker=marker, label=f"clip = {clip}")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("success rate (≥ 99% test accuracy)")
+    n = int(tab["n"].max()) if len(tab) else 0
+    ax.set_title(f"success rate over {n} seeds per point")
+    ax.legend()
+    fig.tight_layout()
+    return fig
