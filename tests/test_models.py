@@ -307,3 +307,15 @@ def test_backward_is_the_same_whatever_the_chunking(cell, elements, monkeypatch)
     np.testing.assert_allclose(dh_chunked, dh, rtol=1e-13, atol=1e-15)
     for name, g in grads.items():
         np.testing.assert_allclose(grads_chunked[name], g, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sequences_of_a_batch_are_independent(cell):
+    """A large batch (the vectorised sigmoid path) gives the same states as one by one."""
+    rng = np.random.default_rng(6)
+    model = build_model(cell, 2, 32, 1, init="normal", init_scale=0.3, rng=rng)
+    x = rng.normal(size=(3, 64, 2))
+    hs, _ = model.forward(x)
+    for b in (0, 17, 63):
+        single = model.forward(x[:, b : b + 1])[0][:, 0]
+        np.testing.assert_allclose(single, hs[:, b], rtol=1e-12, atol=1e-15)

@@ -19,7 +19,7 @@ try:  # a single compiled ufunc: the fastest sigmoid on the small arrays of one 
 except ImportError:  # pragma: no cover - scipy ships with scikit-learn, a project dependency
     _expit = None
 
-__all__ = ["ACTIVATIONS", "ALIASES", "Activation", "get_activation", "sigmoid"]
+__all__ = ["ACTIVATIONS", "ALIASES", "Activation", "get_activation", "sigmoid", "sigmoid_for_size"]
 
 # Arrays up to this many elements use ``expit`` (one call); larger ones the tanh form, which
 # NumPy vectorises with SIMD and which is then several times faster than ``expit``.
@@ -41,6 +41,10 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """
     if _expit is not None and z.size <= _EXPIT_MAX_SIZE:
         return _expit(z, out=out)
+    return _sigmoid_tanh(z, out=out)
+
+
+def _sigmoid_tanh(z, out=None):
     out = np.multiply(z, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
@@ -48,8 +52,14 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _tanh(z, out=None):
-    return np.tanh(z, out=out)
+def sigmoid_for_size(size: int) -> Callable[..., np.ndarray]:
+    """The fastest exact sigmoid ``fn(z, out=None)`` for arrays of ``size`` elements.
+
+    Hot loops call this once and then the returned function at every step, saving the size test.
+    """
+    if _expit is not None and size <= _EXPIT_MAX_SIZE:
+        return _expit
+    return _sigmoid_tanh
 
 
 def _tanh_deriv(h, out=None):
@@ -100,16 +110,21 @@ class Activation:
         Canonical name (one of ``ACTIVATIONS``).
     gamma : float
         ``max_z |f'(z)|``: 1 for tanh, ReLU and identity, 1/4 for the sigmoid.
+    fn : callable ``fn(z, out=None)``
+        The raw function (``np.tanh`` itself for tanh), for hot loops: same as calling the
+        activation, one Python call cheaper.
+    deriv_fn : callable ``deriv_fn(h, out=None)``
+        The raw derivative from the output, without the aliasing check of ``deriv``.
     """
 
     name: str
     gamma: float
-    _f: Callable[..., np.ndarray]
-    _df: Callable[..., np.ndarray]
+    fn: Callable[..., np.ndarray]
+    deriv_fn: Callable[..., np.ndarray]
 
     def __call__(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Apply ``h = f(z)``; ``out`` may be ``z`` itself (in place)."""
-        return self._f(z, out=out)
+        return self.fn(z, out=out)
 
     def deriv(self, h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Derivative ``f'(z)`` computed from the output ``h = f(z)``.
@@ -129,14 +144,14 @@ class Activation:
             raise ValueError(
                 f"{self.name}.deriv(h, out=h) would overwrite the outputs h; pass a separate buffer"
             )
-        return self._df(h, out=out)
+        return self.deriv_fn(h, out=out)
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r}, gamma={self.gamma})"
 
 
 _REGISTRY: dict[str, Activation] = {
-    "tanh": Activation("tanh", 1.0, _tanh, _tanh_deriv),
+    "tanh": Activation("tanh", 1.0, np.tanh, _tanh_deriv),
     "sigmoid": Activation("sigmoid", 0.25, sigmoid, _sigmoid_deriv),
     "relu": Activation("relu", 1.0, _relu, _relu_deriv),
     "identity": Activation("identity", 1.0, _identity, _identity_deriv),

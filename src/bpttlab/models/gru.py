@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpttlab.activations import Activation, sigmoid
+from bpttlab.activations import Activation, sigmoid_for_size
 from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
 
 __all__ = ["GATES", "GRUCache", "backward", "forward"]
@@ -95,23 +95,32 @@ def forward(
     recurrent = np.empty((batch, 3 * hidden), dtype=gates.dtype)
     rh = np.empty((batch, hidden), dtype=gates.dtype)
     w_hh_t = w_hh.T
+    recurrent_rz, recurrent_n = recurrent[:, :h2], recurrent[:, h2:]
+    act = activation.fn
+    sigmoid = sigmoid_for_size(batch * h2)
+    # per-step views, made by iterating in C rather than by slicing inside the loop
+    steps = zip(
+        gates[:, :, :h2],
+        gates[:, :, :hidden],
+        gates[:, :, hidden:h2],
+        gates[:, :, h2:],
+        hn,
+        hs,
+        strict=True,
+    )
     h_prev = h0
-    for t in range(n_steps):
-        a_t, hn_t, h_t = gates[t], hn[t], hs[t]
+    for rz, r, z, n, hn_t, h_t in steps:
         if h_prev is None:
             hn_t[...] = b_hn
         else:
             np.dot(h_prev, w_hh_t, out=recurrent)
-            a_t[:, :h2] += recurrent[:, :h2]
-            np.add(recurrent[:, h2:], b_hn, out=hn_t)
-        rz = a_t[:, :h2]
+            rz += recurrent_rz
+            np.add(recurrent_n, b_hn, out=hn_t)
         sigmoid(rz, out=rz)
-        n = a_t[:, h2:]
         # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
-        np.multiply(a_t[:, :hidden], hn_t, out=rh)
+        np.multiply(r, hn_t, out=rh)
         n += rh
-        activation(n, out=n)
-        z = a_t[:, hidden:h2]
+        act(n, out=n)
         # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
         if h_prev is None:
             np.multiply(z, n, out=h_t)
@@ -149,11 +158,17 @@ def backward(
     n_steps, batch, hidden = hs.shape
     h2 = 2 * hidden
     dtype = hs.dtype
-    has_direct = np.any(dhs, axis=(1, 2))
+    has_direct = np.any(dhs, axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
     dn = np.empty_like(hs)  # ∂L/∂a_n
     dhh = np.empty_like(gates)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
+    # per-step views, made by iterating in C rather than by slicing inside the loop
+    dh_steps, dn_steps, dhh_steps = list(dh), list(dn), list(dhh)
+    dhh_r_steps = list(dhh[:, :, :hidden])
+    dhh_z_steps = list(dhh[:, :, hidden:h2])
+    dhh_n_steps = list(dhh[:, :, h2:])
+    z_steps = list(gates[:, :, hidden:h2])
     carry = np.empty((batch, hidden), dtype=dtype)
     chunk = min(chunk_steps(batch, 3 * hidden), n_steps)
     dsig_buffer = np.empty((chunk, batch, h2), dtype=dtype)
@@ -170,23 +185,30 @@ def backward(
         dz_factor = np.subtract(h_prev, n, out=factor_buffers[1, :k])  # ∂L/∂a_z = δ_t ⊙ dz_factor
         dz_factor *= dsig[..., hidden:]
         dr_factor = np.multiply(hn[t0:t1], dsig[..., :hidden], out=factor_buffers[2, :k])
-        for t in range(t1 - 1, t0 - 1, -1):
-            j = t - t0
-            dh_t = dh[t]
+        steps = zip(
+            range(t1 - 1, t0 - 1, -1),
+            dn_factor[::-1],
+            dz_factor[::-1],
+            dr_factor[::-1],
+            r[::-1],
+            strict=True,
+        )
+        for t, dn_factor_t, dz_factor_t, dr_factor_t, r_t in steps:
+            dh_t, dn_t = dh_steps[t], dn_steps[t]
             if t == n_steps - 1:
                 dh_t[...] = dhs[t]
             else:
                 # δ_t = direct + δ_{t+1} ⊙ z_{t+1} + W_hhᵀ ∂L/∂(W_hh h_t + b_hh)
-                np.dot(dhh[t + 1], w_hh, out=dh_t)
-                np.multiply(dh[t + 1], gates[t + 1, :, hidden:h2], out=carry)
+                np.dot(dhh_steps[t + 1], w_hh, out=dh_t)
+                np.multiply(dh_steps[t + 1], z_steps[t + 1], out=carry)
                 dh_t += carry
                 if has_direct[t]:
                     dh_t += dhs[t]
-            np.multiply(dh_t, dn_factor[j], out=dn[t])
-            np.multiply(dh_t, dz_factor[j], out=dhh[t, :, hidden:h2])
+            np.multiply(dh_t, dn_factor_t, out=dn_t)
+            np.multiply(dh_t, dz_factor_t, out=dhh_z_steps[t])
             # ∂a_r = ∂a_n ⊙ (W_hn h_{t-1} + b_hn) ⊙ σ'(a_r);  ∂(W_hn h_{t-1} + b_hn) = ∂a_n ⊙ r
-            np.multiply(dn[t], dr_factor[j], out=dhh[t, :, :hidden])
-            np.multiply(dn[t], r[j], out=dhh[t, :, h2:])
+            np.multiply(dn_t, dr_factor_t, out=dhh_r_steps[t])
+            np.multiply(dn_t, r_t, out=dhh_n_steps[t])
     # input side: [∂a_r, ∂a_z] shared with the hidden side, then ∂a_n itself
     rows = n_steps * batch
     x_rows = x.reshape(rows, -1)

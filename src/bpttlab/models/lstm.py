@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpttlab.activations import Activation, sigmoid
+from bpttlab.activations import Activation, sigmoid_for_size
 from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
 
 __all__ = ["GATES", "LSTMCache", "backward", "forward"]
@@ -113,24 +113,36 @@ def forward(
     hs = np.empty_like(cs)
     recurrent = np.empty((batch, 4 * hidden), dtype=dtype)
     fc = np.empty((batch, hidden), dtype=dtype)
+    act = activation.fn
+    sigmoid = sigmoid_for_size(batch * 3 * hidden)
+    blocks = gates.reshape(n_steps, batch, 4, hidden)
+    # per-step views, made by iterating in C rather than by slicing inside the loop
+    steps = zip(
+        gates,
+        blocks[:, :, 0],
+        gates[:, :, hidden:],
+        blocks[:, :, 1],
+        blocks[:, :, 2],
+        blocks[:, :, 3],
+        cs,
+        tcs,
+        hs,
+        strict=True,
+    )
     h_prev, c_prev = h0, c0
-    for t in range(n_steps):
-        a_t = gates[t]
+    for a_t, g, sig, i, f, o, c_t, tc_t, h_t in steps:
         if h_prev is not None:
             np.dot(h_prev, w_hh_t, out=recurrent)
             a_t += recurrent
-        g, sig = a_t[:, :hidden], a_t[:, hidden:]
-        activation(g, out=g)
-        sigmoid(sig, out=sig)
-        i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 2 * hidden :]
-        c_t = cs[t]
+        act(g, out=g)
+        sigmoid(sig, out=sig)  # i, f, o in one call
         np.multiply(i, g, out=c_t)
         if c_prev is not None:
             np.multiply(f, c_prev, out=fc)
             c_t += fc
-        activation(c_t, out=tcs[t])
-        np.multiply(o, tcs[t], out=hs[t])
-        h_prev, c_prev = hs[t], c_t
+        act(c_t, out=tc_t)
+        np.multiply(o, tc_t, out=h_t)
+        h_prev, c_prev = h_t, c_t
     cache = LSTMCache(x=x, h0=h0, c0=c0, gates=gates, cs=cs, tcs=tcs, hs=hs, activation=activation)
     return hs, cache
 
@@ -160,12 +172,16 @@ def backward(
     h2, h3 = 2 * hidden, 3 * hidden
     dtype = hs.dtype
     w_hh = _reorder(params["weight_hh"], _TO_INTERNAL)
-    has_direct = np.any(dhs, axis=(1, 2))
+    has_direct = np.any(dhs, axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
     da = np.empty_like(gates)  # ∂L/∂(gate pre-activations), internal order g, i, f, o
     da_c = da.reshape(n_steps, batch, 4, hidden)[:, :, :3]  # the blocks driven by ∂L/∂c_t
+    # per-step views, made by iterating in C rather than by slicing inside the loop
+    dh_steps, da_steps, da_c_steps = list(dh), list(da), list(da_c)
+    da_o_steps = list(da[:, :, h3:])
     dc = np.zeros((batch, hidden), dtype=dtype)  # ∂L/∂c_t, carried backwards
+    dc_b = dc[:, None, :]  # broadcast over the g, i, f blocks
     tmp = np.empty_like(dc)
     chunk = min(chunk_steps(batch, 4 * hidden), n_steps)
     partner_buffer = np.empty((chunk, batch, 4 * hidden), dtype=dtype)
@@ -179,11 +195,12 @@ def backward(
         # (∂L/∂c_t for g, i, f; δ_t for o) ⊙ partner, partner = (i φ'(g), g σ'(i), c_{t-1} σ'(f),
         # φ(c_t) σ'(o))
         partner = partner_buffer[:k]
+        # σ'(a) = s(1 - s) over whole contiguous rows (cheaper than the strided i, f, o part);
+        # the g block is then overwritten with i φ'(g)
+        np.subtract(1.0, gates[t0:t1], out=partner)
+        partner *= gates[t0:t1]
         act.deriv(g, out=partner[..., :hidden])
         partner[..., :hidden] *= i
-        sig_part = partner[..., hidden:]
-        np.subtract(1.0, gates[t0:t1, :, hidden:], out=sig_part)
-        sig_part *= gates[t0:t1, :, hidden:]
         partner[..., hidden:h2] *= g
         partner[..., h2:h3] *= c_prev
         partner[..., h3:] *= tcs[t0:t1]
@@ -191,22 +208,29 @@ def backward(
         # ∂h_t/∂c_t = o_t ⊙ φ'(c_t)
         o_dtc = act.deriv(tcs[t0:t1], out=o_dtc_buffer[:k])
         o_dtc *= o
-        for t in range(t1 - 1, t0 - 1, -1):
-            j = t - t0
-            dh_t = dh[t]
+        steps = zip(
+            range(t1 - 1, t0 - 1, -1),
+            o_dtc[::-1],
+            partner_c[::-1],
+            partner[::-1, :, h3:],
+            f[::-1],
+            strict=True,
+        )
+        for t, o_dtc_t, partner_c_t, partner_o_t, f_t in steps:
+            dh_t = dh_steps[t]
             if t == n_steps - 1:
                 dh_t[...] = dhs[t]
             else:
-                np.dot(da[t + 1], w_hh, out=dh_t)
+                np.dot(da_steps[t + 1], w_hh, out=dh_t)
                 if has_direct[t]:
                     dh_t += dhs[t]
-            np.multiply(dh_t, o_dtc[j], out=tmp)
+            np.multiply(dh_t, o_dtc_t, out=tmp)
             dc += tmp
             # g, i, f pre-activation gradients: ∂L/∂c_t ⊙ partner
-            np.multiply(dc[:, None, :], partner_c[j], out=da_c[t])
-            np.multiply(dh_t, partner[j, :, h3:], out=da[t, :, h3:])
+            np.multiply(dc_b, partner_c_t, out=da_c_steps[t])
+            np.multiply(dh_t, partner_o_t, out=da_o_steps[t])
             # ∂L/∂c_{t-1} (direct part) = ∂L/∂c_t ⊙ f_t
-            dc *= f[j]
+            dc *= f_t
     da_rows = da.reshape(n_steps * batch, 4 * hidden)
     dw_ih = np.dot(da_rows.T, x.reshape(n_steps * batch, -1))
     dw_hh = np.dot(da[1:].reshape(-1, 4 * hidden).T, hs[:-1].reshape(-1, hidden))

@@ -75,13 +75,13 @@ def forward(
     hs += params["bias_ih"] + params["bias_hh"]
     w_hh_t = w_hh.T
     recurrent = np.empty((batch, hidden), dtype=hs.dtype)
+    act = activation.fn
     h_prev = h0
-    for t in range(n_steps):
-        z_t = hs[t]
+    for z_t in hs:  # per-step views
         if h_prev is not None:
             np.dot(h_prev, w_hh_t, out=recurrent)
             z_t += recurrent
-        activation(z_t, out=z_t)
+        act(z_t, out=z_t)
         h_prev = z_t
     return hs, RNNCache(x=x, h0=h0, hs=hs, activation=activation)
 
@@ -109,24 +109,25 @@ def backward(
     w_hh = params["weight_hh"]
     x, hs = cache.x, cache.hs
     n_steps, batch, hidden = hs.shape
-    has_direct = np.any(dhs, axis=(1, 2))
+    has_direct = np.any(dhs, axis=(1, 2)).tolist()
     dh = np.empty_like(hs)
     dz = np.empty_like(hs)
+    dh_steps, dz_steps = list(dh), list(dz)  # per-step views
     chunk = chunk_steps(batch, hidden)
     dact_buffer = np.empty((min(chunk, n_steps), batch, hidden), dtype=hs.dtype)
     for t0, t1 in reversed_chunks(n_steps, chunk):
         # f'(z_t) for a chunk of steps at once, from the stored outputs
         dact = cache.activation.deriv(hs[t0:t1], out=dact_buffer[: t1 - t0])
-        for t in range(t1 - 1, t0 - 1, -1):
-            dh_t = dh[t]
+        for t, dact_t in zip(range(t1 - 1, t0 - 1, -1), dact[::-1], strict=True):
+            dh_t = dh_steps[t]
             if t == n_steps - 1:
                 dh_t[...] = dhs[t]
             else:
                 # what flows back from t+1: W_hhᵀ ∂L/∂z_{t+1}
-                np.dot(dz[t + 1], w_hh, out=dh_t)
+                np.dot(dz_steps[t + 1], w_hh, out=dh_t)
                 if has_direct[t]:
                     dh_t += dhs[t]
-            np.multiply(dh_t, dact[t - t0], out=dz[t])
+            np.multiply(dh_t, dact_t, out=dz_steps[t])
     # weight gradients as single matmuls over the stacked T·B rows
     dz_rows = dz.reshape(n_steps * batch, hidden)
     dw_ih = np.dot(dz_rows.T, x.reshape(n_steps * batch, -1))
