@@ -42,7 +42,7 @@ RAY_LOCAL_ENV = {
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
 MARKER_VAR = "BPTTLAB_RAY_HEAD_ID"
-_READY = "block forever"  # printed by `ray start --block` once every process is up
+_READY = "Ray runtime started"  # printed by `ray start` once every head process is up
 
 
 def free_port() -> int:
