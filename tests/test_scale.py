@@ -92,6 +92,16 @@ def _pg_bin() -> Path | None:
     return Path(versions[-1]).parent if versions else None
 
 
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _install_postgres() -> str | None:
     """apt-get install postgresql without its default cluster; returns why not, or None."""
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -118,8 +128,8 @@ def postgres_server():
         pytest.skip(why)
     pg_bin = _pg_bin()
     as_root = os.geteuid() == 0  # initdb refuses to run as root: use the postgres account
-    if as_root and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+    if as_root and (shutil.which("runuser") is None or not _user_exists("postgres")):
+        pytest.skip("running as root without runuser or a postgres account to run initdb as")
 
     def run(*cmd: str) -> subprocess.CompletedProcess:
         full = (["runuser", "-u", "postgres", "--"] if as_root else []) + list(cmd)
