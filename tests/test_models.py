@@ -319,3 +319,24 @@ def test_sequences_of_a_batch_are_independent(cell):
     for b in (0, 17, 63):
         single = model.forward(x[:, b : b + 1])[0][:, 0]
         np.testing.assert_allclose(single, hs[:, b], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_repeated_training_steps_reuse_scratch_but_return_fresh_arrays(cell):
+    import pickle
+
+    rng = np.random.default_rng(8)
+    model = build_model(cell, 2, 4, 2, rng=rng)
+    x, y = rng.normal(size=(5, 3, 2)), rng.normal(size=(5, 3, 2))
+    first = model.loss_and_grads(x, y, "mse", "all")
+    dh_first = first[2].copy()
+    x2 = rng.normal(size=(5, 3, 2))
+    model.loss_and_grads(x2, y, "mse", "all")  # must not overwrite what the first call returned
+    np.testing.assert_array_equal(first[2], dh_first)
+    again = model.loss_and_grads(x, y, "mse", "all")
+    assert again[0] == first[0]
+    np.testing.assert_array_equal(again[2], dh_first)
+    clone = pickle.loads(pickle.dumps(model))  # picklable for process pools
+    loss, grads, dh = clone.loss_and_grads(x, y, "mse", "all")
+    assert loss == first[0]
+    np.testing.assert_array_equal(dh, dh_first)

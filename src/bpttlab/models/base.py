@@ -7,6 +7,7 @@ parameters and adds the linear readout ``outputs = h @ weight_outᵀ + bias_out`
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +21,32 @@ __all__ = ["PARAM_NAMES", "RecurrentModel"]
 # Backward passes compute local derivative factors for a chunk of steps at a time, sized so that
 # the chunk's buffers (~this many elements) stay in cache; small problems get one chunk.
 CHUNK_ELEMENTS = 1 << 15
+
+
+class Workspace:
+    """Whole-sequence arrays kept between calls and reused while their shape and dtype match.
+
+    A training step allocates a few arrays of ``T·B·G·H`` elements; fresh ones cost a page fault
+    per page every step (a large and, on a busy machine, very variable share of the step time).
+    ``RecurrentModel.loss_and_grads`` keeps its internal arrays here. Not thread-safe: one
+    workspace per model, one call at a time.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array ``name`` of ``shape`` and ``dtype``, reused when possible."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.empty(shape, dtype=dtype)
+            self._arrays[name] = a
+        return a
+
+
+def fresh(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The default allocator of the cell functions: a new uninitialised array every call."""
+    return np.empty(shape, dtype=dtype)
 
 
 def chunk_steps(batch: int, width: int) -> int:
@@ -89,6 +116,18 @@ class RecurrentModel:
         self.gates: tuple[str, ...] = module.GATES
         self.params = params
         self.activation = get_activation(activation)
+        self._workspace = Workspace()
+
+    def __getstate__(self) -> dict:
+        # modules do not pickle and the workspace is scratch memory: both are rebuilt on load
+        state = self.__dict__.copy()
+        del state["_module"], state["_workspace"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._module = importlib.import_module(f"bpttlab.models.{self.cell}")
+        self._workspace = Workspace()
 
     # sizes are read from the parameters so that replacing an array keeps them consistent
     @property
@@ -250,7 +289,9 @@ class RecurrentModel:
         """
         _check_choice("loss", loss, LOSSES)
         _check_choice("target", target, TARGETS)
-        hs, cache = self.forward(x)
+        self._check_x(x)
+        # the forward arrays stay internal here, so they live in the reused workspace
+        hs, cache = self._module.forward(self.params, x, self.activation, alloc=self._workspace)
         n_steps, batch, _ = hs.shape
         self._check_y(y, loss, target, n_steps, batch)
         w_out = self.params["weight_out"]
@@ -260,19 +301,23 @@ class RecurrentModel:
             h_last = hs[-1]
             outputs = self.readout(h_last)
             value, dout = compute_loss(loss, outputs, y)
-            dhs = np.zeros_like(hs)
+            dhs = self._workspace("dhs", hs.shape, hs.dtype)
+            dhs[:-1] = 0.0
             np.dot(dout, w_out, out=dhs[-1])
             dw_out = np.dot(dout.T, h_last)
             db_out = dout.sum(axis=0)
         else:
             outputs = self.readout(hs)
             value, dout = compute_loss(loss, outputs, y, mask)
-            dhs = np.dot(dout, w_out)
             n_out = outputs.shape[-1]
+            dhs = self._workspace("dhs", hs.shape, hs.dtype)
+            np.dot(
+                dout.reshape(n_steps * batch, n_out), w_out, out=dhs.reshape(n_steps * batch, -1)
+            )
             dout_rows = dout.reshape(n_steps * batch, n_out)
             dw_out = np.dot(dout_rows.T, hs.reshape(n_steps * batch, -1))
             db_out = dout_rows.sum(axis=0)
-        grads, dh = self._module.backward(self.params, cache, dhs)
+        grads, dh = self._module.backward(self.params, cache, dhs, alloc=self._workspace)
         grads["weight_out"] = dw_out
         grads["bias_out"] = db_out
         return value, grads, dh

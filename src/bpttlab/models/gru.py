@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation, sigmoid_for_size
-from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
+from bpttlab.models.base import chunk_steps, fresh, previous_states, reversed_chunks
 
 __all__ = ["GATES", "GRUCache", "backward", "forward"]
 
@@ -62,6 +62,7 @@ def forward(
     x: np.ndarray,
     activation: Activation,
     h0: np.ndarray | None = None,
+    alloc=fresh,
 ) -> tuple[np.ndarray, GRUCache]:
     """Run the GRU over ``x``.
 
@@ -74,6 +75,8 @@ def forward(
         ``φ``, used for the candidate ``n``.
     h0 : ndarray (B, H), optional
         Initial state (zeros if ``None``).
+    alloc : callable ``alloc(name, shape, dtype)``, optional
+        Allocator of the whole-sequence arrays (``base.fresh``: new ones; ``base.Workspace``).
 
     Returns
     -------
@@ -86,12 +89,13 @@ def forward(
     hidden = w_hh.shape[1]
     h2 = 2 * hidden
     # all input projections in one matmul; b_hr, b_hz fold in, b_hn stays inside the reset product
-    gates = np.dot(x.reshape(n_steps * batch, n_in), w_ih.T).reshape(n_steps, batch, 3 * hidden)
+    gates = alloc("gates", (n_steps, batch, 3 * hidden), w_hh.dtype)
+    np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=gates.reshape(n_steps * batch, -1))
     gates += b_ih
     gates[..., :h2] += b_hh[:h2]
     b_hn = b_hh[h2:]
-    hs = np.empty((n_steps, batch, hidden), dtype=gates.dtype)
-    hn = np.empty_like(hs)
+    hs = alloc("hs", (n_steps, batch, hidden), gates.dtype)
+    hn = alloc("hn", (n_steps, batch, hidden), gates.dtype)
     recurrent = np.empty((batch, 3 * hidden), dtype=gates.dtype)
     rh = np.empty((batch, hidden), dtype=gates.dtype)
     w_hh_t = w_hh.T
@@ -134,7 +138,7 @@ def forward(
 
 
 def backward(
-    params: dict[str, np.ndarray], cache: GRUCache, dhs: np.ndarray
+    params: dict[str, np.ndarray], cache: GRUCache, dhs: np.ndarray, alloc=fresh
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Back-propagate ``dhs = ∂L/∂h_t|direct`` through time.
 
@@ -144,6 +148,8 @@ def backward(
         As for ``forward``.
     cache : GRUCache
     dhs : ndarray (T, B, H)
+    alloc : callable, optional
+        Allocator of the internal whole-sequence arrays (``dh`` is always new).
 
     Returns
     -------
@@ -161,8 +167,8 @@ def backward(
     has_direct = np.any(dhs, axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
-    dn = np.empty_like(hs)  # ∂L/∂a_n
-    dhh = np.empty_like(gates)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
+    dn = alloc("dn", hs.shape, dtype)  # ∂L/∂a_n
+    dhh = alloc("dhh", gates.shape, dtype)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
     # per-step views, made by iterating in C rather than by slicing inside the loop
     dh_steps, dn_steps, dhh_steps = list(dh), list(dn), list(dhh)
     dhh_r_steps = list(dhh[:, :, :hidden])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation, sigmoid_for_size
-from bpttlab.models.base import chunk_steps, previous_states, reversed_chunks
+from bpttlab.models.base import chunk_steps, fresh, previous_states, reversed_chunks
 
 __all__ = ["GATES", "LSTMCache", "backward", "forward"]
 
@@ -81,6 +81,7 @@ def forward(
     activation: Activation,
     h0: np.ndarray | None = None,
     c0: np.ndarray | None = None,
+    alloc=fresh,
 ) -> tuple[np.ndarray, LSTMCache]:
     """Run the LSTM over ``x``.
 
@@ -93,6 +94,8 @@ def forward(
         ``φ``, used for the candidate ``g`` and for ``φ(c_t)``.
     h0, c0 : ndarray (B, H), optional
         Initial states (zeros if ``None``).
+    alloc : callable ``alloc(name, shape, dtype)``, optional
+        Allocator of the whole-sequence arrays (``base.fresh``: new ones; ``base.Workspace``).
 
     Returns
     -------
@@ -105,12 +108,13 @@ def forward(
     w_hh_t = _reorder(params["weight_hh"], _TO_INTERNAL).T
     bias = _reorder(params["bias_ih"] + params["bias_hh"], _TO_INTERNAL)
     # pre-activations of all steps' input projections in one matmul; turned into gates in place
-    gates = np.dot(x.reshape(n_steps * batch, n_in), w_ih.T).reshape(n_steps, batch, 4 * hidden)
+    dtype = w_ih.dtype
+    gates = alloc("gates", (n_steps, batch, 4 * hidden), dtype)
+    np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=gates.reshape(n_steps * batch, -1))
     gates += bias
-    dtype = gates.dtype
-    cs = np.empty((n_steps, batch, hidden), dtype=dtype)
-    tcs = np.empty_like(cs)
-    hs = np.empty_like(cs)
+    cs = alloc("cs", (n_steps, batch, hidden), dtype)
+    tcs = alloc("tcs", (n_steps, batch, hidden), dtype)
+    hs = alloc("hs", (n_steps, batch, hidden), dtype)
     recurrent = np.empty((batch, 4 * hidden), dtype=dtype)
     fc = np.empty((batch, hidden), dtype=dtype)
     act = activation.fn
@@ -157,7 +161,7 @@ def forward(
 
 
 def backward(
-    params: dict[str, np.ndarray], cache: LSTMCache, dhs: np.ndarray
+    params: dict[str, np.ndarray], cache: LSTMCache, dhs: np.ndarray, alloc=fresh
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Back-propagate ``dhs = ∂L/∂h_t|direct`` through time.
 
@@ -167,6 +171,8 @@ def backward(
         As for ``forward``.
     cache : LSTMCache
     dhs : ndarray (T, B, H)
+    alloc : callable, optional
+        Allocator of the internal whole-sequence arrays (``dh`` is always new).
 
     Returns
     -------
@@ -184,7 +190,7 @@ def backward(
     has_direct = np.any(dhs, axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
-    da = np.empty_like(gates)  # ∂L/∂(gate pre-activations), internal order g, i, f, o
+    da = alloc("da", gates.shape, dtype)  # ∂L/∂(gate pre-activations), internal order g, i, f, o
     da_c = da.reshape(n_steps, batch, 4, hidden)[:, :, :3]  # the blocks driven by ∂L/∂c_t
     # per-step views, made by iterating in C rather than by slicing inside the loop
     dh_steps, da_steps, da_c_steps = list(dh), list(da), list(da_c)

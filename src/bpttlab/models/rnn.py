@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpttlab.activations import Activation
-from bpttlab.models.base import chunk_steps, reversed_chunks
+from bpttlab.models.base import chunk_steps, fresh, reversed_chunks
 
 __all__ = ["GATES", "RNNCache", "backward", "forward"]
 
@@ -50,6 +50,7 @@ def forward(
     x: np.ndarray,
     activation: Activation,
     h0: np.ndarray | None = None,
+    alloc=fresh,
 ) -> tuple[np.ndarray, RNNCache]:
     """Run ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` for ``t = 1..T``.
 
@@ -61,6 +62,8 @@ def forward(
     activation : Activation
     h0 : ndarray (B, H), optional
         Initial state (zeros if ``None``).
+    alloc : callable ``alloc(name, shape, dtype)``, optional
+        Allocator of the whole-sequence arrays (``base.fresh``: new ones; ``base.Workspace``).
 
     Returns
     -------
@@ -71,7 +74,8 @@ def forward(
     n_steps, batch, n_in = x.shape
     hidden = w_hh.shape[0]
     # all input projections in one matmul; the loop adds W_hh h_{t-1} and applies f in place
-    hs = np.dot(x.reshape(n_steps * batch, n_in), w_ih.T).reshape(n_steps, batch, hidden)
+    hs = alloc("hs", (n_steps, batch, hidden), w_hh.dtype)
+    np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=hs.reshape(n_steps * batch, hidden))
     hs += params["bias_ih"] + params["bias_hh"]
     w_hh_t = w_hh.T
     recurrent = np.empty((batch, hidden), dtype=hs.dtype)
@@ -87,7 +91,7 @@ def forward(
 
 
 def backward(
-    params: dict[str, np.ndarray], cache: RNNCache, dhs: np.ndarray
+    params: dict[str, np.ndarray], cache: RNNCache, dhs: np.ndarray, alloc=fresh
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Back-propagate ``dhs = ∂L/∂h_t|direct`` through time.
 
@@ -98,6 +102,8 @@ def backward(
     cache : RNNCache
     dhs : ndarray (T, B, H)
         Direct derivative of the loss with respect to each ``h_t``.
+    alloc : callable, optional
+        Allocator of the internal whole-sequence arrays (``dh`` is always new).
 
     Returns
     -------
@@ -111,7 +117,7 @@ def backward(
     n_steps, batch, hidden = hs.shape
     has_direct = np.any(dhs, axis=(1, 2)).tolist()
     dh = np.empty_like(hs)
-    dz = np.empty_like(hs)
+    dz = alloc("dz", hs.shape, hs.dtype)
     dh_steps, dz_steps = list(dh), list(dz)  # per-step views
     chunk = chunk_steps(batch, hidden)
     dact_buffer = np.empty((min(chunk, n_steps), batch, hidden), dtype=hs.dtype)
