@@ -14,6 +14,8 @@ ONLY  ?=
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 HOST  ?= 127.0.0.1
 UI_PORT ?= 5000
+SERVER_PORT ?= 5001
+BACKEND ?=
 
 # One BLAS thread per process: sweeps parallelise over runs, not inside matmuls.
 export OMP_NUM_THREADS ?= 1
@@ -21,7 +23,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-slow lint format bench run sweep smoke ui report report-check clean
+.PHONY: help install test test-slow test-scale lint format bench run sweep smoke ui report report-check server server-stop clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -42,6 +44,10 @@ test: $(STAMP) ## Run the test suite (fast tests; slow ones are in test-slow)
 
 test-slow: $(STAMP) ## Run the slow end-to-end tests
 	$(PY) -m pytest -m "slow" -q
+
+test-scale: $(STAMP) ## Ray + tracking-server tests (installs the ray extra; PostgreSQL via apt-get if missing)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pytest -m scale -q
 
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check src tests
@@ -74,6 +80,12 @@ report-check: ## Screenshot reports/report.html in headless Chromium (needs Debi
 	@test -x /usr/bin/chromium || { echo "chromium is not installed: apt-get install -y chromium"; exit 1; }
 	$(PY) -m bpttlab.report.screenshot reports/report.html reports/report.png
 	@echo "screenshot: reports/report.png"
+
+server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
+	$(PY) -m bpttlab.server start --host $(HOST) --port $(SERVER_PORT) $(if $(BACKEND),--backend-store-uri '$(BACKEND)')
+
+server-stop: $(STAMP) ## Stop the tracking server started by `make server` and every process it started
+	$(PY) -m bpttlab.server stop
 
 clean: ## Remove generated outputs (keeps the MLflow store and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -15,6 +15,7 @@ from bpttlab.tracking import project_root  # noqa: E402
 
 C.register_configs()
 CONF_DIR = str(project_root() / "conf")
+os.environ.setdefault("BPTTLAB_ROOT", str(project_root()))
 
 
 @pytest.fixture

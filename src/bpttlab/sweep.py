@@ -28,6 +28,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -45,6 +46,11 @@ ENV_START = "BPTTLAB_SWEEP_START"
 ENV_CODE = "BPTTLAB_CODE_VERSION"
 
 C.register_configs()
+# conf/hydra/launcher/ray.yaml extends the Ray launcher's own schema of the same name on purpose.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
+# conf/config.yaml adds the project root to Hydra's search path through this variable, which
+# makes experiments/NAME.yaml selectable as +experiments=NAME from any working directory.
+os.environ.setdefault("BPTTLAB_ROOT", str(tracking.project_root()))
 
 _SWEEP_RESULT: dict[str, int] = {}
 
@@ -388,9 +394,7 @@ def _mark_killed(parent_id: str | None) -> None:
 
 
 def main() -> None:
-    """Console entry point (adds ``experiments/`` to Hydra's search path as a config group)."""
-    if not any(a.startswith("hydra.searchpath") for a in sys.argv[1:]):
-        sys.argv.append(f"hydra.searchpath=['file://{tracking.project_root()}']")
+    """Console entry point."""
     _SWEEP_RESULT.clear()
     _install_sigterm()
     try:
