@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from bpttlab import tracking
-from bpttlab.reproduce import adding, bound, cliff, gradnorm_time
+from bpttlab.reproduce import (
+    adding,
+    bound,
+    cliff,
+    copy_digits,
+    gradnorm_time,
+    latch,
+    temporal_order,
+)
 from bpttlab.reproduce import common as C
 from bpttlab.reproduce.__main__ import parse_only
 from bpttlab.tasks import cliff_grad
@@ -319,3 +327,95 @@ def test_parse_only_names_the_valid_choices():
     assert parse_only("cliff,bound") == ["cliff", "bound"]
     with pytest.raises(ValueError, match="valid choices"):
         parse_only("cliffs")
+
+
+# ---------------------------------------------------------------------------------------------
+# temporal order, latch, copy and digits
+# ---------------------------------------------------------------------------------------------
+def _to_runs(solved: dict, spike: float = 100.0) -> pd.DataFrame:
+    rows = []
+    for (clip, L), flags in solved.items():
+        rows += [(clip, L, s, float(f), spike, 1.0, spike) for s, f in enumerate(flags)]
+    cols = ["clip", "seq_len", "seed", "solved", "spike", "gn_median", "gn_max"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+TO_GOOD = {
+    ("none", 20): [1, 1, 1, 1, 0],
+    ("norm", 20): [1, 1, 1, 1, 0],
+    ("none", 100): [0, 0, 0, 0, 0],
+    ("norm", 100): [1, 1, 0, 0, 0],
+}
+
+
+def test_temporal_order_verdicts_pass_and_fail():
+    assert _marks(temporal_order.verdicts(_to_runs(TO_GOOD))) == [True, True]
+    assert _marks(temporal_order.verdicts(_to_runs(TO_GOOD, spike=3.0)))[0] is False
+    no_gain = {**TO_GOOD, ("norm", 100): [0, 0, 0, 0, 0]}
+    assert _marks(temporal_order.verdicts(_to_runs(no_gain)))[1] is False
+    short_gain = {**TO_GOOD, ("none", 20): [0, 0, 0, 0, 0]}  # gain shrinks with length
+    assert _marks(temporal_order.verdicts(_to_runs(short_gain)))[1] is False
+    assert _marks(temporal_order.verdicts(pd.DataFrame())) == [None, None]
+
+
+def test_temporal_order_spikes_from_grad_norm_history():
+    runs = pd.DataFrame({"run_id": ["a", "b"]})
+    hist = pd.DataFrame(
+        {
+            "run_id": ["a"] * 5 + ["b"] * 3,
+            "metric": "grad_norm",
+            "step": [0, 1, 2, 3, 4, 0, 1, 2],
+            "value": [1.0, 1.0, 2.0, 1.0, 500.0, 3.0, 3.0, 3.0],
+        }
+    )
+    out = temporal_order.add_spikes(runs, hist)
+    assert list(out["spike"]) == [500.0, 1.0]
+
+
+def test_latch_fixed_point_and_geometric_decay():
+    x = latch.fixed_point(2.0)
+    assert x == pytest.approx(math.tanh(2.0 * x), abs=1e-12)
+    _, logd = latch.log_derivative(2.0, x, np.zeros(10))
+    assert np.diff(logd) == pytest.approx(np.full(9, math.log(2.0 * (1 - x * x))))
+    with pytest.raises(ValueError, match="w > 1"):
+        latch.fixed_point(0.5)
+
+
+def test_latch_verdicts_pass_and_fail():
+    spec = dict(latch.SPEC, w=(2.0, 3.0))
+    summary, _ = latch.compute(spec)
+    runs = pd.DataFrame({"seq_len": [10] * 4 + [80] * 4, "solved": [1, 1, 1, 0, 0, 0, 0, 1]})
+    assert _marks(latch.verdicts(summary, runs)) == [True, True, True]
+    flat = runs.assign(solved=[1, 0, 0, 0, 0, 0, 0, 1])  # 25% at both ends: no drop
+    assert _marks(latch.verdicts(summary, flat))[2] is False
+    lost = dict(summary, **{"kept_frac_w2": 0.0})  # the bit never survives the noise
+    assert _marks(latch.verdicts(lost, runs))[1] is False
+    wrong = dict(summary, **{"slope_clean_w3": summary["slope_clean_w3"] + 1e-3})
+    assert _marks(latch.verdicts(wrong, runs))[0] is False
+    assert _marks(latch.verdicts(None, pd.DataFrame())) == [None, None, None]
+
+
+def _cd_runs(metric: dict) -> pd.DataFrame:
+    rows = []
+    for (task, variant), values in metric.items():
+        rows += [(task, variant, s, v) for s, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=["task", "variant", "seed", "final_test_metric"])
+
+
+CD_GOOD = {
+    ("copy", "tanh RNN"): [0.2, 0.25, 0.2],
+    ("copy", "LSTM"): [0.9, 0.95, 0.92],
+    ("copy", "GRU"): [0.95, 0.9, 0.93],
+    ("digits", "tanh RNN"): [0.6, 0.7, 0.65],
+    ("digits", "LSTM"): [0.9, 0.92, 0.91],
+    ("digits", "GRU"): [0.93, 0.9, 0.9],
+}
+
+
+def test_copy_digits_verdicts_pass_and_fail():
+    assert _marks(copy_digits.verdicts(_cd_runs(CD_GOOD))) == [True, True, True]
+    close = {**CD_GOOD, ("digits", "GRU"): [0.68, 0.7, 0.69]}  # within the margin of tanh
+    marks = _marks(copy_digits.verdicts(_cd_runs(close)))
+    assert marks[1] is False and marks[2] is False  # and far from the LSTM
+    missing_cell = {k: v for k, v in CD_GOOD.items() if k != ("copy", "GRU")}
+    assert _marks(copy_digits.verdicts(_cd_runs(missing_cell)))[0] is None

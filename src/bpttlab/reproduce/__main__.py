@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only",
-        default=os.environ.get("ONLY") or None,
+        default=None,
         help=f"comma-separated subset to run ({', '.join(NAMES)})",
     )
     p.add_argument(
