@@ -1,6 +1,13 @@
 """Speed figures: ``python -m bpttlab.bench [SECTION ...]`` (``make bench``).
 
-Each section is a function registered in ``SECTIONS``; with no argument every section runs.
+Each section is a function registered in ``SECTIONS``; with no argument ``sweep``
+    Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
+    fresh SQLite store, and MLflow logging time as a share of run time.
+``scale``
+    The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
+
+``engine``, ``sweep`` and
+``scale`` run (``smoke`` is the quick part of ``sweep`` on its own).
 
 ``engine``
     Median time of one training step (forward, full BPTT and readout gradients through
@@ -209,8 +216,36 @@ def _engine_section(args: argparse.Namespace) -> None:
     bench_engine(budget=args.budget)
 
 
-#: Sections of the benchmark, run in this order; other modules add theirs here.
-SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"engine": _engine_section}
+def _smoke_section(args: argparse.Namespace) -> None:
+    from bpttlab.bench_sweep import bench_sweeps
+
+    print("## smoke sweep: wall time and MLflow logging share")
+    bench_sweeps(include_default=False)
+
+
+def _sweep_section(args: argparse.Namespace) -> None:
+    from bpttlab.bench_sweep import bench_sweeps
+
+    print("## sweeps: smoke and the default study grid (324 runs; minutes), logging share")
+    bench_sweeps(include_default=True)
+
+
+def _scale_section(args: argparse.Namespace) -> None:
+    from bpttlab.scale_bench import main as scale_main
+
+    print("## scale: smoke sweep through Ray vs joblib on this machine")
+    scale_main()
+
+
+#: Sections of the benchmark, run in this order (``sweep`` includes ``smoke``).
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "engine": _engine_section,
+    "sweep": _sweep_section,
+    "scale": _scale_section,
+    "smoke": _smoke_section,
+}
+#: What ``make bench`` runs with no section named.
+DEFAULT_SECTIONS = ("engine", "sweep", "scale")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help=f"sections to run (default: all): {', '.join(SECTIONS)}",
+        help=f"sections to run (default: {' '.join(DEFAULT_SECTIONS)}): {', '.join(SECTIONS)}",
     )
     parser.add_argument(
         "--budget", type=float, default=1.0, help="seconds of repeats per measurement (default 1)"
@@ -229,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {unknown[0]!r}; valid choices: {', '.join(SECTIONS)}")
-    for name in args.sections or list(SECTIONS):
+    for name in args.sections or DEFAULT_SECTIONS:
         SECTIONS[name](args)
         print()
 
