@@ -99,6 +99,13 @@ def temporal_profile(model, task, probe) -> np.ndarray:
     return diag.temporal_profile(dh)
 
 
+def _sigma_max_hh(model) -> float:
+    """Largest singular value over the recurrent gate blocks (the σ_max of ``log_bound``)."""
+    if not np.isfinite(model.params["weight_hh"]).all():
+        return float("nan")  # the step is about to be flagged as divergence; SVD would raise
+    return max(diag.sigma_max(w) for w in diag.recurrent_blocks(model).values())
+
+
 def _finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -182,7 +189,7 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
             "grad_norm": norm,
             "grad_norm_clipped": float(info.norm_after),
             "clip_fired": float(info.fired),
-            "sigma_max_hh": diag.sigma_max(model.params["weight_hh"]),
+            "sigma_max_hh": _sigma_max_hh(model),
         }
         row.update({f"grad_norm.{k}": float(v) for k, v in pnorms.items()})
         steps_logged.append(step)
