@@ -243,6 +243,16 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         "steps_done": steps_done,
         "train_seconds": time.perf_counter() - t_start,
     }
+    if diverged_step >= 0:
+        # training did not complete: no final loss or metric (the evaluations made before the
+        # divergence stay in the test_loss / test_metric series)
+        for key in (
+            "final_train_loss",
+            "final_test_loss",
+            "final_test_loss_rel",
+            "final_test_metric",
+        ):
+            summary.pop(key)
     summary = {k: v for k, v in summary.items() if _finite_or_none(v) is not None}
 
     # ---- records ---------------------------------------------------------------------------

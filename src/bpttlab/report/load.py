@@ -192,7 +192,17 @@ def list_sweeps(client, experiment: str | None = None) -> pd.DataFrame:
     """Sweep parent runs, newest first: ``run_id, sweep_id, experiment_id, status, start_time``."""
     exps = _experiments(client, experiment)
     if not exps:
-        return pd.DataFrame(columns=["run_id", "sweep_id", "experiment_id", "status", "start_time"])
+        return pd.DataFrame(
+            columns=[
+                "run_id",
+                "run_name",
+                "sweep_id",
+                "study",
+                "experiment_id",
+                "status",
+                "start_time",
+            ]
+        )
     parents = _search_all(
         client,
         [e.experiment_id for e in exps],
@@ -204,20 +214,21 @@ def list_sweeps(client, experiment: str | None = None) -> pd.DataFrame:
             "run_id": r.info.run_id,
             "run_name": r.info.run_name,
             "sweep_id": r.data.tags.get("sweep_id", r.info.run_id),
+            "study": r.data.tags.get("experiment_file", ""),
             "experiment_id": r.info.experiment_id,
             "status": r.info.status,
             "start_time": r.info.start_time or 0,
         }
         for r in parents
     ]
-    frame = pd.DataFrame(
-        rows, columns=["run_id", "run_name", "sweep_id", "experiment_id", "status", "start_time"]
-    )
+    columns = ["run_id", "run_name", "sweep_id", "study", "experiment_id", "status", "start_time"]
+    frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("start_time", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def find_sweep(client, experiment: str | None = None, sweep_id: str | None = None):
-    """The sweep parent run: the one named by ``sweep_id`` (tag or run id), else the newest.
+    """The sweep parent run: the one named by ``sweep_id`` (tag or run id), else the newest
+    study sweep (reproduction sweeps only when there is nothing else).
 
     Raises
     ------
@@ -232,7 +243,10 @@ def find_sweep(client, experiment: str | None = None, sweep_id: str | None = Non
             f"{ROLE_TAG}=sweep). Run one first, e.g. make sweep EXP=smoke."
         )
     if sweep_id is None:
-        return client.get_run(sweeps["run_id"].iloc[0])
+        # reproductions (experiments/repro_*.yaml) have their own report (make reproduce): the
+        # default is the newest study sweep, unless the store holds nothing else
+        study = sweeps[~sweeps["study"].fillna("").str.startswith("repro_")]
+        return client.get_run((study if not study.empty else sweeps)["run_id"].iloc[0])
     hit = sweeps[(sweeps["sweep_id"] == sweep_id) | (sweeps["run_id"] == sweep_id)]
     if hit.empty:
         known = ", ".join(sweeps["sweep_id"].head(10))

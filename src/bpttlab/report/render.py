@@ -65,10 +65,11 @@ FIGURES = (
             "how much the gradient can grow going back one step (γ = max|f′|: 1 for tanh and "
             "ReLU, 1/4 for sigmoid); y = the fitted slope of log‖∂L/∂h_t‖ per step back. The "
             "BPTT inequality puts every vanilla-RNN point on or below the dashed line y = x; "
-            "points in the shaded region above it (ringed in red, "
-            f"{i.get('n_above', 0)} here) would violate it. Gated cells are not covered by the "
-            "bound (the cell state bypasses W_hh) and are shown for comparison. Points far below "
-            "the line mean the bound is loose (saturated units shrink f′ below γ)."
+            "vanilla-RNN points in the shaded region above it would violate it (ringed in red: "
+            f"{i.get('n_above', 0)} of {i.get('n_covered', 0)} here). Gated cells are not covered "
+            "by the bound (the cell state and the update gate bypass W_hh) and are shown for "
+            "comparison. Points far below the line mean the bound is loose (saturated units "
+            "shrink f′ below γ)."
         ),
     ),
     FigureSpec(
