@@ -64,22 +64,13 @@ def code_version() -> str:
         return os.environ[ENV_CODE]
     from bpttlab import __version__
 
-    root = tracking.project_root()
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(tracking.project_root()), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "--short=10", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
         return f"{__version__}+{sha}{'-dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return __version__
