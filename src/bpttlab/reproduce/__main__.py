@@ -107,6 +107,12 @@ def reproduce_one(
             section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
         t0 = time.perf_counter()
         data = mod.load(uri, scale)
+        runs = data.get("runs") if isinstance(data, dict) else None
+        if runs is not None and len(runs) and "train_seconds" in runs:
+            section.n_runs = len(runs)
+            section.seconds["training summed over the stored runs"] = float(
+                runs["train_seconds"].sum()
+            )
         section.verdicts = mod.judge(data, scale.label)
         section.figure = C.save_figure(mod.figure(data), out / "figures" / f"repro_{name}.png")
         section.seconds["report"] = time.perf_counter() - t0

@@ -305,14 +305,14 @@ def figure(data: dict):
     import matplotlib.pyplot as plt
 
     arrays, spec = data["arrays"], data["spec"]
-    fig = plt.figure(figsize=(19, 5.4))
+    fig = plt.figure(figsize=(24, 5.4))
     if arrays is None:
         fig.text(0.5, 0.5, "no stored analytic run", ha="center")
         return fig
     w, b, E = arrays["w"], arrays["b"], arrays["E"]
     W, B = np.meshgrid(w, b, indexing="ij")
-    ax = fig.add_subplot(1, 3, 1, projection="3d")
-    zw, zb = (3.0, 10.0), (-7.0, 1.0)  # zoom on the wall where the trajectories are
+    ax = fig.add_subplot(1, 4, 1, projection="3d")
+    zw, zb = (3.0, 10.0), (-8.0, 0.0)  # zoom on the wall
     iw = (w >= zw[0]) & (w <= zw[1])
     ib = (b >= zb[0]) & (b <= zb[1])
     k = max(1, int(iw.sum()) // 100)
@@ -322,22 +322,23 @@ def figure(data: dict):
         E[iw][:, ib][::k, ::k],
         cmap="viridis",
         lw=0,
-        alpha=0.6,
+        antialiased=False,
     )
-    T, tgt, x0 = spec["T"], spec["target"], spec["x0"]
-    for path, style, color in ((arrays["plain"], "-", "red"), (arrays["clipped"], "--", "k")):
-        for p in path:
-            e = cliff_error(p[:, 0], p[:, 1], T, tgt, x0)
-            inside = (zw[0] <= p[:, 0]) & (p[:, 0] <= zw[1])
-            inside &= (zb[0] <= p[:, 1]) & (p[:, 1] <= zb[1])
-            e = np.where(inside, e + 0.01, np.nan)  # 3-D axes do not clip: hide what leaves
-            ax.plot(p[:, 0], p[:, 1], e, style, color=color, lw=1.5)
     ax.set_xlabel("w")
     ax.set_ylabel("b")
     ax.set_zlabel("E₅₀")
-    ax.view_init(elev=35, azim=-60)
-    ax.set_title("E₅₀(w, b) near the wall: plain (red) vs clipped (black dashed) GD")
-    ax = fig.add_subplot(1, 3, 2)
+    ax.view_init(elev=30, azim=-130)
+    ax.set_title("error surface E₅₀(w, b) near the wall")
+    ax = fig.add_subplot(1, 4, 3)
+    for w0 in spec["starts_w"]:
+        i = int(np.argmin(np.abs(w - w0)))
+        ax.plot(b, E[i], label=f"w = {w[i]:g}")
+    ax.set_xlim(-8, 0)
+    ax.set_xlabel("b")
+    ax.set_ylabel("E₅₀")
+    ax.set_title("cross-sections: the wall is a jump of E over one grid step")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(1, 4, 2)
     mesh = ax.pcolormesh(w, b, E.T, cmap="viridis", shading="auto")
     fig.colorbar(mesh, ax=ax, label="E₅₀")
     for i, (p, q) in enumerate(zip(arrays["plain"], arrays["clipped"], strict=True)):
@@ -346,18 +347,18 @@ def figure(data: dict):
             q[:, 0],
             q[:, 1],
             "--",
-            color="white",
+            color="orange",
             lw=1.2,
             label=f"clipped GD (threshold {spec['threshold']:g})" if i == 0 else None,
         )
-        ax.plot(*arrays["starts"][i], "o", color="orange", ms=4)
+        ax.plot(*arrays["starts"][i], "o", color="white", mec="k", ms=5)
     ax.set_xlim(w[0], w[-1])
     ax.set_ylim(b[0], b[-1])
     ax.set_xlabel("w")
     ax.set_ylabel("b")
     ax.set_title(f"top view (lr {spec['lr']:g}, {spec['gd_steps']} steps; dots: starts)")
     ax.legend(loc="lower left", fontsize=8)
-    ax = fig.add_subplot(1, 3, 3)
+    ax = fig.add_subplot(1, 4, 4)
     bb, xs, sl = arrays["bif_b"], arrays["bif_x"], arrays["bif_slope"]
     for j in range(xs.shape[1]):
         stable = np.abs(sl[:, j]) < 1

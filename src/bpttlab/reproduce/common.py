@@ -431,6 +431,7 @@ class Section:
     verdicts: list[Verdict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    n_runs: int = 0
 
 
 def _md_cell(text: str) -> str:
@@ -470,8 +471,10 @@ def render_markdown(sections: Sequence[Section], header: str, fig_rel: str = "fi
     out += ["", verdict_table_md(all_v), ""]
     for s in sections:
         out += [f"## {s.title}", "", s.setup, ""]
+        if s.n_runs:
+            out.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
         if s.seconds:
-            out.append("Time: " + ", ".join(f"{k} {_fmt_s(v)}" for k, v in s.seconds.items()) + ".")
+            out.append("Time: " + _fmt_times(s.seconds) + ".")
             out.append("")
         if s.figure is not None:
             out += [f"![{s.title}]({fig_rel}/{s.figure.name})", ""]
