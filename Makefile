@@ -23,7 +23,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-slow test-scale lint format bench run sweep smoke ui report report-check server server-stop clean
+.PHONY: help install test test-slow test-scale lint format bench run sweep smoke ui report report-check reproduce server server-stop clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -80,6 +80,9 @@ report-check: ## Screenshot reports/report.html in headless Chromium (needs Debi
 	@test -x /usr/bin/chromium || { echo "chromium is not installed: apt-get install -y chromium"; exit 1; }
 	$(PY) -m bpttlab.report.screenshot reports/report.html reports/report.png
 	@echo "screenshot: reports/report.png"
+
+reproduce: $(STAMP) ## Re-create published results with a verdict per claim: reports/reproduce.md/.html (ONLY=cliff,bound for a subset)
+	$(PY) -m bpttlab.reproduce --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
 	$(PY) -m bpttlab.server start --host $(HOST) --port $(SERVER_PORT) $(if $(BACKEND),--backend-store-uri '$(BACKEND)')

@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         f"ran: {', '.join(n for n in chosen) if not args.no_run else 'nothing'}; "
         f"wall time {total / 60:.1f} min ({run_s / 60:.1f} min in sweeps and analytic runs; "
         f"sweeps used {cpu_s / 60:.1f} CPU-min). "
-        "Pass criteria were fixed before the runs; a failed claim is reported as failed."
+        "Pass criteria were fixed before the recorded runs; a failed claim is reported as "
+        "failed. Exploratory runs did precede two choices: the cliff's starting points, learning "
+        "rate and pass thresholds, and the temporal-order training budget (the paper's learning "
+        "rate was kept)."
     )
     (out / "reproduce.md").write_text(C.render_markdown(sections, header))
     (out / "reproduce.html").write_text(C.render_html(sections, header))
