@@ -85,7 +85,7 @@ def test_smoke_sweep_records_every_run_once_under_one_parent(sqlite_uri, tmp_pat
         for key in ("final_test_loss", "decay_rate_init", "log_bound_init", "diverged"):
             assert key in run.data.metrics, key
         arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"profiles", "hydra"} <= arts
+        assert {"profiles", "steps", "hydra"} <= arts
         hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
         assert "hydra/config.yaml" in hydra_files
 

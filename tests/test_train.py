@@ -97,17 +97,17 @@ def test_records_per_step_metrics_and_profiles(compose_cfg):
         "clip=norm",
     )
     s = train(cfg, tracker)
-    for name in (
-        "loss",
-        "grad_norm",
-        "grad_norm_clipped",
-        "clip_fired",
-        "sigma_max_hh",
-        "grad_norm.weight_hh",
-        "grad_norm.weight_out",
-        "grad_norm.bias_out",
-    ):
+    for name in ("loss", "grad_norm", "grad_norm_clipped", "clip_fired", "sigma_max_hh"):
         assert [st for st, _ in tracker.metrics[name]] == list(range(30)), name
+    per_param = tracker.artifacts["steps/grad_norm_per_param.npz"]
+    assert list(per_param["step"]) == list(range(30))
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_out", "bias_out"):
+        assert per_param[name].shape == (30,), name
+        # as metrics at the evaluation steps only (the step before each evaluation, and the last)
+        assert [st for st, _ in tracker.metrics[f"grad_norm.{name}"]] == [9, 19, 29], name
+    # the per-parameter norms add up to the global norm before clipping
+    total = np.sqrt(sum(per_param[k] ** 2 for k in per_param if k != "step"))
+    np.testing.assert_allclose(total, [v for _, v in tracker.metrics["grad_norm"]], rtol=1e-12)
     clipped = [v for _, v in tracker.metrics["grad_norm_clipped"]]
     assert max(clipped) <= 1.0 + 1e-9
     assert [st for st, _ in tracker.metrics["profile_init"]] == list(range(1, 13))
