@@ -113,7 +113,11 @@ def reproduce_one(
             section.seconds["training summed over the stored runs"] = float(
                 runs["train_seconds"].sum()
             )
-        section.verdicts = mod.judge(data, scale.label)
+        # a module judges its runs with verdicts(runs, scale) unless it defines judge(data, scale)
+        judge = getattr(mod, "judge", None)
+        section.verdicts = (
+            judge(data, scale.label) if judge else mod.verdicts(data["runs"], scale.label)
+        )
         section.figure = C.save_figure(mod.figure(data), out / "figures" / f"repro_{name}.png")
         section.seconds["report"] = time.perf_counter() - t0
     except Exception as exc:  # one broken reproduction never hides the others

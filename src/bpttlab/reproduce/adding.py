@@ -87,7 +87,7 @@ def _beats(g: pd.DataFrame) -> bool:
 def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     """Judge the claims from ``runs`` (columns ``variant, seq_len, seed, rel``)."""
     if runs.empty or not {"variant", "seq_len", "rel"} <= set(runs.columns):
-        return [C.missing(NAME, *v[:2], v[2], "no finished runs") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no finished runs") for v in CLAIMS.values()]
     out = []
     lengths = sorted(runs["seq_len"].unique())
     t_max = lengths[-1]
@@ -101,49 +101,41 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             parts.append(f"{name} T={T}: {C.mean_spread(g['rel'], '{:.2f}')}")
             ok = ok and _beats(g)
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["gated"][:2],
+            CLAIMS["gated"],
             "MSE/(1/6): " + "; ".join(parts),
-            CLAIMS["gated"][2],
             ok and bool(parts),
             scale,
         )
     )
     g = runs[(runs["variant"] == "tanh RNN") & (runs["seq_len"] == t_max)]
     if g.empty:
-        out.append(C.missing(NAME, *CLAIMS["tanh"][:2], CLAIMS["tanh"][2], "no tanh RNN run"))
+        out.append(C.missing(NAME, CLAIMS["tanh"], "no tanh RNN run"))
     else:
         out.append(
-            C.Verdict(
+            C.verdict(
                 NAME,
-                *CLAIMS["tanh"][:2],
+                CLAIMS["tanh"],
                 f"T={t_max}: MSE/(1/6) {C.mean_spread(g['rel'], '{:.2f}')}",
-                CLAIMS["tanh"][2],
                 bool(g["rel"].mean() >= BEATS),
                 scale,
             )
         )
     g = runs[(runs["variant"] == "IRNN") & (runs["seq_len"] == t_max)]
     if g.empty:
-        out.append(C.missing(NAME, *CLAIMS["irnn"][:2], CLAIMS["irnn"][2], "no IRNN run"))
+        out.append(C.missing(NAME, CLAIMS["irnn"], "no IRNN run"))
     else:
         out.append(
-            C.Verdict(
+            C.verdict(
                 NAME,
-                *CLAIMS["irnn"][:2],
+                CLAIMS["irnn"],
                 f"T={t_max}: MSE/(1/6) {C.mean_spread(g['rel'], '{:.2f}')}",
-                CLAIMS["irnn"][2],
                 _beats(g),
                 scale,
             )
         )
     return out
-
-
-def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
-    """Verdict rows from the loaded data."""
-    return verdicts(data["runs"], scale)
 
 
 def figure(data: dict[str, pd.DataFrame]):
@@ -159,8 +151,7 @@ def figure(data: dict[str, pd.DataFrame]):
     )
     axes = axes[0]
     if runs.empty:
-        axes[0].text(0.5, 0.5, "no runs", ha="center", transform=axes[0].transAxes)
-        return fig
+        return C.no_runs(fig)
     df = curves.merge(runs[["run_id", "variant", "seq_len"]], on="run_id")
     colors = dict(zip(C.VARIANTS, sns.color_palette("tab10", 4), strict=True))
     for ax, T in zip(axes, lengths, strict=True):

@@ -87,17 +87,12 @@ CLAIMS = {
 }
 
 
-def _verdict(key: str, ours: str, passed: bool | None, scale: str) -> C.Verdict:
-    claim, published, criterion = CLAIMS[key]
-    return C.Verdict(NAME, claim, published, ours, criterion, passed, scale)
-
-
 def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     """Judge the five claims from ``runs`` (columns ``activation, init, seed, rho,
     decay_rate_init, log_bound_init, log_rho_init, sigma_max_init``)."""
     need = {"activation", "init", "decay_rate_init", "log_bound_init", "log_rho_init"}
     if runs.empty or not need <= set(runs.columns):
-        return [C.missing(NAME, *CLAIMS[k][:2], CLAIMS[k][2], "no finished runs") for k in CLAIMS]
+        return [C.missing(NAME, CLAIMS[k], "no finished runs") for k in CLAIMS]
     df = runs.dropna(subset=["decay_rate_init", "log_bound_init"]).copy()
     df["log_sigma"] = np.log(df["sigma_max_init"].astype(float))
     linear = df[df["activation"] == "identity"]
@@ -105,21 +100,21 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
 
     ortho = linear[linear["init"] == "orthogonal"]
     if ortho.empty:
-        out.append(C.missing(NAME, *CLAIMS["exact"][:2], CLAIMS["exact"][2], "no linear W=sQ run"))
+        out.append(C.missing(NAME, CLAIMS["exact"], "no linear W=sQ run"))
     else:
         err = (ortho["decay_rate_init"] - ortho["log_sigma"]).abs()
         ours = f"max |slope − log s| = {err.max():.2g} over {len(ortho)} runs"
-        out.append(_verdict("exact", ours, bool(err.max() < TOL_EXACT), scale))
+        out.append(C.verdict(NAME, CLAIMS["exact"], ours, bool(err.max() < TOL_EXACT), scale))
 
     excess = df["decay_rate_init"] - df["log_bound_init"]
     ours = (
         f"max(slope − log(σ_max·γ)) = {excess.max():+.3g} over {len(df)} runs; "
         f"median {excess.median():+.3g}"
     )
-    out.append(_verdict("bound", ours, bool(excess.max() <= TOL_BOUND), scale))
+    out.append(C.verdict(NAME, CLAIMS["bound"], ours, bool(excess.max() <= TOL_BOUND), scale))
 
     if linear.empty:
-        out.append(C.missing(NAME, *CLAIMS["linear_rho"][:2], CLAIMS["linear_rho"][2], "no run"))
+        out.append(C.missing(NAME, CLAIMS["linear_rho"], "no run"))
     else:
         stable = linear[linear["log_rho_init"] < 0]
         exploding = linear[linear["decay_rate_init"] > 0]
@@ -130,11 +125,11 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             if len(stable) and len(exploding)
             else f"{len(stable)} runs with ρ<1, {len(exploding)} with slope>0; violations {bad}"
         )
-        out.append(_verdict("linear_rho", ours, bad == 0, scale))
+        out.append(C.verdict(NAME, CLAIMS["linear_rho"], ours, bad == 0, scale))
 
     gauss = linear[linear["init"] == "normal"]
     if gauss.empty:
-        out.append(C.missing(NAME, *CLAIMS["general"][:2], CLAIMS["general"][2], "no Gaussian W"))
+        out.append(C.missing(NAME, CLAIMS["general"], "no Gaussian W"))
     else:
         d_rho = (gauss["decay_rate_init"] - gauss["log_rho_init"]).abs()
         d_sig = (gauss["decay_rate_init"] - gauss["log_sigma"]).abs()
@@ -142,13 +137,11 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             f"|slope − log ρ| = {C.mean_spread(d_rho)}; "
             f"|slope − log σ_max| = {C.mean_spread(d_sig)}"
         )
-        out.append(_verdict("general", ours, bool((d_rho < d_sig).all()), scale))
+        out.append(C.verdict(NAME, CLAIMS["general"], ours, bool((d_rho < d_sig).all()), scale))
 
     nonlin = df[df["activation"] != "identity"].copy()
     if nonlin.empty:
-        out.append(
-            C.missing(NAME, *CLAIMS["not_sufficient"][:2], CLAIMS["not_sufficient"][2], "no run")
-        )
+        out.append(C.missing(NAME, CLAIMS["not_sufficient"], "no run"))
     else:
         nonlin["hit"] = (nonlin["log_bound_init"] > 0) & (nonlin["decay_rate_init"] < 0)
         keys = ["activation", "init", "rho"] if "rho" in nonlin else ["activation", "init"]
@@ -158,13 +151,8 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             "/".join(str(x) for x in (k if isinstance(k, tuple) else (k,))) for k in hits.index[:4]
         )
         ours = f"{len(hits)} of {len(by)} settings (e.g. {names})" if len(hits) else "none"
-        out.append(_verdict("not_sufficient", ours, bool(len(hits) > 0), scale))
+        out.append(C.verdict(NAME, CLAIMS["not_sufficient"], ours, bool(len(hits) > 0), scale))
     return out
-
-
-def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
-    """Verdict rows from the loaded data."""
-    return verdicts(data["runs"], scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +168,7 @@ def figure(data: dict[str, pd.DataFrame]):
     fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
     acts = ("identity", "tanh", "sigmoid")
     if runs.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
-        return fig
+        return C.no_runs(fig)
     palette = dict(zip(sorted(runs["rho"].unique()), sns.color_palette("viridis", 6), strict=False))
     for ax, act in zip(axes[:3], acts, strict=True):
         sub = runs[(runs["activation"] == act) & (runs["init"] == "orthogonal")]

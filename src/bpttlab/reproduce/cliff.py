@@ -231,17 +231,16 @@ CLAIMS = {
 def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
     """Judge the four claims from the numbers of :func:`summarize`."""
     if summary is None:
-        return [C.missing(NAME, *v[:2], v[2], "no stored analytic run") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no stored analytic run") for v in CLAIMS.values()]
     s = summary
     out = []
     frac = s["E_max_jump"] / s["E_range"] if s["E_range"] > 0 else 0.0
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["wall"][:2],
+            CLAIMS["wall"],
             f"jump {s['E_max_jump']:.3f} = {frac:.0%} of range {s['E_range']:.3f}; "
             f"max ‖∇E‖ {s['grad_max']:.3g} vs median {s['grad_median']:.3g}",
-            CLAIMS["wall"][2],
             bool(frac >= 0.25),
             scale,
         )
@@ -251,13 +250,12 @@ def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
     )
     steps = [s[k] for k in sorted(s) if k.startswith("max_step_plain_")]
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["jump"][:2],
+            CLAIMS["jump"],
             f"largest plain step {s['plain_max_step']:.3g} (per start: "
             + ", ".join(f"{v:.2g}" for v in steps)
             + f"); clipped ≤ {s['clipped_max_step']:.3g}; lr·threshold {s['step_bound']:.3g}",
-            CLAIMS["jump"][2],
             bool(ok),
             scale,
         )
@@ -265,11 +263,10 @@ def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
     n = int(s["n_starts"])
     ends = [f"{s[f'end_error_plain_{i}']:.3f}/{s[f'end_error_clipped_{i}']:.3f}" for i in range(n)]
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["clipped_ok"][:2],
+            CLAIMS["clipped_ok"],
             f"{int(s['n_clipped_not_worse'])} of {n} (final E plain/clipped: {', '.join(ends)})",
-            CLAIMS["clipped_ok"][2],
             bool(s["n_clipped_not_worse"] >= STARTS_NEEDED),
             scale,
         )
@@ -281,13 +278,12 @@ def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
         and s["middle_unstable"] >= 1
     )
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["bifurcation"][:2],
+            CLAIMS["bifurcation"],
             f"3 fixed points for b ∈ [{s['bistable_low']:.3f}, {s['bistable_high']:.3f}] "
             f"(analytic folds {s['fold_low']:.3f}, {s['fold_high']:.3f}); "
             f"outer stable {bool(s['outer_stable'])}, middle unstable {bool(s['middle_unstable'])}",
-            CLAIMS["bifurcation"][2],
             bool(ok),
             scale,
         )

@@ -412,9 +412,30 @@ def mean_spread(values: Iterable[float], fmt: str = "{:.3g}") -> str:
     return f"{fmt.format(v.mean())} ± {fmt.format(sd)} (n={v.size})"
 
 
-def missing(result: str, claim: str, published: str, criterion: str, why: str) -> Verdict:
+Claim = tuple[str, str, str]  # (claim, published result, pass criterion)
+
+
+def verdict(
+    result: str, claim: Claim, ours: str, passed: bool | None, scale: str = "full"
+) -> Verdict:
+    """The verdict row of ``claim`` given our number and whether it met the criterion."""
+    text, published, criterion = claim
+    return Verdict(
+        result, text, published, ours, criterion, None if passed is None else bool(passed), scale
+    )
+
+
+def missing(result: str, claim: Claim, why: str) -> Verdict:
     """A verdict that cannot be judged (no runs)."""
-    return Verdict(result, claim, published, f"not judged: {why}", criterion, None)
+    text, published, criterion = claim
+    return Verdict(result, text, published, f"not judged: {why}", criterion, None)
+
+
+def no_runs(fig):
+    """Mark every panel of ``fig`` as empty (a reproduction whose runs are not in the store)."""
+    for ax in fig.axes:
+        ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ CLAIMS = {
 def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     """Judge the claims from ``runs`` (columns ``task, variant, seed, final_test_metric``)."""
     if runs.empty or not {"task", "variant", "final_test_metric"} <= set(runs.columns):
-        return [C.missing(NAME, *v[:2], v[2], "no finished runs") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no finished runs") for v in CLAIMS.values()]
     runs = runs.assign(metric=runs["final_test_metric"].fillna(0.0))
     out = []
     means: dict[tuple[str, str], float] = {}
@@ -94,24 +94,19 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
                 parts.append(f"{v} {C.mean_spread(g['metric'], '{:.3f}')}")
         have = all((task, v) in means for v in ("tanh RNN", "LSTM", "GRU"))
         if not have:
-            out.append(C.missing(NAME, *CLAIMS[task][:2], CLAIMS[task][2], "missing cells"))
+            out.append(C.missing(NAME, CLAIMS[task], "missing cells"))
             continue
         ok = all(means[(task, v)] > means[(task, "tanh RNN")] + MARGIN for v in ("LSTM", "GRU"))
-        out.append(C.Verdict(NAME, *CLAIMS[task][:2], "; ".join(parts), CLAIMS[task][2], ok, scale))
+        out.append(C.verdict(NAME, CLAIMS[task], "; ".join(parts), ok, scale))
     pairs = [t for t in ("copy", "digits") if (t, "LSTM") in means and (t, "GRU") in means]
     if len(pairs) < 2:
-        out.append(C.missing(NAME, *CLAIMS["gru_lstm"][:2], CLAIMS["gru_lstm"][2], "missing"))
+        out.append(C.missing(NAME, CLAIMS["gru_lstm"], "missing"))
     else:
         diffs = {t: means[(t, "LSTM")] - means[(t, "GRU")] for t in pairs}
         ours = "; ".join(f"{t}: LSTM − GRU = {d:+.3f}" for t, d in diffs.items())
         ok = all(abs(d) <= SAME for d in diffs.values())
-        out.append(C.Verdict(NAME, *CLAIMS["gru_lstm"][:2], ours, CLAIMS["gru_lstm"][2], ok, scale))
+        out.append(C.verdict(NAME, CLAIMS["gru_lstm"], ours, ok, scale))
     return out
-
-
-def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
-    """Verdict rows from the loaded data."""
-    return verdicts(data["runs"], scale)
 
 
 def figure(data: dict[str, pd.DataFrame]):
@@ -123,9 +118,7 @@ def figure(data: dict[str, pd.DataFrame]):
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     if runs.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
-        return fig
+        return C.no_runs(fig)
     df = curves.merge(runs[["run_id", "variant", "task"]], on="run_id")
     colors = dict(zip(C.VARIANTS, sns.color_palette("tab10", 4), strict=True))
     panels = (

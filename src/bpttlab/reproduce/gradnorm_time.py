@@ -85,7 +85,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     decay_rate_final, ratio_init``)."""
     need = {"variant", "decay_rate_init", "decay_rate_final", "ratio_init"}
     if runs.empty or not need <= set(runs.columns):
-        return [C.missing(NAME, *v[:2], v[2], "no finished runs") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no finished runs") for v in CLAIMS.values()]
     out = []
     sub = runs[runs["variant"].isin(["tanh RNN", "LSTM"])]
     parts, ok = [], len(sub) > 0 and set(sub["variant"]) == {"tanh RNN", "LSTM"}
@@ -96,11 +96,10 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
         )
         ok = ok and bool((g["decay_rate_init"] < 0).all() and (g["ratio_init"] < RATIO_MAX).all())
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["init_decay"][:2],
+            CLAIMS["init_decay"],
             "; ".join(parts) or "no runs",
-            CLAIMS["init_decay"][2],
             bool(ok) if parts else None,
             scale,
         )
@@ -114,36 +113,29 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
         parts.append(f"{name}: {C.mean_spread(g['decay_rate_final'])}")
         ok = ok and bool(g["decay_rate_final"].mean() < 0)
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["trained_decay"][:2],
+            CLAIMS["trained_decay"],
             "slope " + "; ".join(parts),
-            CLAIMS["trained_decay"][2],
             ok,
             scale,
         )
     )
     g = runs[runs["variant"] == "IRNN"]
     if g.empty:
-        out.append(C.missing(NAME, *CLAIMS["flat"][:2], CLAIMS["flat"][2], "no IRNN run"))
+        out.append(C.missing(NAME, CLAIMS["flat"], "no IRNN run"))
     else:
         ok = bool((g["decay_rate_init"].abs() < FLAT_SLOPE).all())
         out.append(
-            C.Verdict(
+            C.verdict(
                 NAME,
-                *CLAIMS["flat"][:2],
+                CLAIMS["flat"],
                 f"slope at init {C.mean_spread(g['decay_rate_init'], '{:.2g}')}",
-                CLAIMS["flat"][2],
                 ok,
                 scale,
             )
         )
     return out
-
-
-def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
-    """Verdict rows from the loaded data."""
-    return verdicts(data["runs"], scale)
 
 
 def figure(data: dict[str, pd.DataFrame]):
@@ -155,9 +147,7 @@ def figure(data: dict[str, pd.DataFrame]):
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     if runs.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
-        return fig
+        return C.no_runs(fig)
     df = profiles.merge(runs[["run_id", "variant", "seed"]], on="run_id")
     colors = dict(zip(C.VARIANTS, sns.color_palette("tab10", 4), strict=True))
     for ax, phase, title in (

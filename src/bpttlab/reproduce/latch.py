@@ -150,10 +150,7 @@ def verdicts(summary: dict | None, runs: pd.DataFrame, scale: str = "full") -> l
     """Judge the claims from the analytic numbers and the sweep's ``runs`` (``seq_len, solved``)."""
     out = []
     if summary is None:
-        out += [
-            C.missing(NAME, *CLAIMS[k][:2], CLAIMS[k][2], "no analytic run")
-            for k in ("geometric", "noisy")
-        ]
+        out += [C.missing(NAME, CLAIMS[k], "no analytic run") for k in ("geometric", "noisy")]
     else:
         ws = sorted({k.split("_w")[-1] for k in summary if k.startswith("lambda_w")}, key=float)
         ok, parts = bool(ws), []
@@ -161,11 +158,7 @@ def verdicts(summary: dict | None, runs: pd.DataFrame, scale: str = "full") -> l
             lam, s = summary[f"lambda_w{w}"], summary[f"slope_clean_w{w}"]
             parts.append(f"w={w}: λ={lam:.3g}, slope−log λ={s - math.log(lam):+.1e}")
             ok = ok and lam < 1 and abs(s - math.log(lam)) <= 1e-9
-        out.append(
-            C.Verdict(
-                NAME, *CLAIMS["geometric"][:2], "; ".join(parts), CLAIMS["geometric"][2], ok, scale
-            )
-        )
+        out.append(C.verdict(NAME, CLAIMS["geometric"], "; ".join(parts), ok, scale))
         ok, parts = bool(ws), []
         for w in ws:
             kept = summary[f"kept_frac_w{w}"]
@@ -174,11 +167,9 @@ def verdicts(summary: dict | None, runs: pd.DataFrame, scale: str = "full") -> l
                 f"(max {summary[f'slope_noisy_max_w{w}']:+.3f})"
             )
             ok = ok and kept > 0 and summary[f"slope_noisy_max_w{w}"] < 0
-        out.append(
-            C.Verdict(NAME, *CLAIMS["noisy"][:2], "; ".join(parts), CLAIMS["noisy"][2], ok, scale)
-        )
+        out.append(C.verdict(NAME, CLAIMS["noisy"], "; ".join(parts), ok, scale))
     if runs.empty or not {"seq_len", "solved"} <= set(runs.columns):
-        out.append(C.missing(NAME, *CLAIMS["success"][:2], CLAIMS["success"][2], "no runs"))
+        out.append(C.missing(NAME, CLAIMS["success"], "no runs"))
         return out
     rate = (
         runs.assign(solved=runs["solved"].fillna(0))
@@ -189,11 +180,10 @@ def verdicts(summary: dict | None, runs: pd.DataFrame, scale: str = "full") -> l
     drop = float(rate.loc[lo, "mean"] - rate.loc[hi, "mean"])
     parts = [f"T={T}: {r['mean']:.0%} (n={int(r['size'])})" for T, r in rate.iterrows()]
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["success"][:2],
+            CLAIMS["success"],
             "; ".join(parts),
-            CLAIMS["success"][2],
             bool(drop >= DROP),
             scale,
         )

@@ -87,13 +87,13 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     """Judge the claims from ``runs`` (columns ``clip, seq_len, seed, solved, spike,
     gn_median, gn_max``)."""
     if runs.empty or not {"clip", "seq_len", "solved", "spike"} <= set(runs.columns):
-        return [C.missing(NAME, *v[:2], v[2], "no finished runs") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no finished runs") for v in CLAIMS.values()]
     out = []
     lengths = sorted(runs["seq_len"].unique())
     lo, hi = lengths[0], lengths[-1]
     g = runs[(runs["clip"] == "none") & (runs["seq_len"] == hi)]
     if g.empty:
-        out.append(C.missing(NAME, *CLAIMS["spikes"][:2], CLAIMS["spikes"][2], "no run"))
+        out.append(C.missing(NAME, CLAIMS["spikes"], "no run"))
     else:
         frac = float((g["spike"] >= SPIKE).mean())
         ours = (
@@ -102,18 +102,17 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             f"{frac:.0%} of seeds spike"
         )
         out.append(
-            C.Verdict(
+            C.verdict(
                 NAME,
-                *CLAIMS["spikes"][:2],
+                CLAIMS["spikes"],
                 ours,
-                CLAIMS["spikes"][2],
                 bool(frac >= SEED_FRAC),
                 scale,
             )
         )
     tab = success_table(runs).set_index(["clip", "seq_len"])
     if not {("none", lo), ("norm", lo), ("none", hi), ("norm", hi)} <= set(tab.index):
-        out.append(C.missing(NAME, *CLAIMS["helps"][:2], CLAIMS["helps"][2], "missing cells"))
+        out.append(C.missing(NAME, CLAIMS["helps"], "missing cells"))
         return out
 
     def gain(L):
@@ -127,21 +126,15 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     ]
     ok = gain(hi) > 0 and gain(hi) >= gain(lo)
     out.append(
-        C.Verdict(
+        C.verdict(
             NAME,
-            *CLAIMS["helps"][:2],
+            CLAIMS["helps"],
             "success " + "; ".join(parts),
-            CLAIMS["helps"][2],
             bool(ok),
             scale,
         )
     )
     return out
-
-
-def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
-    """Verdict rows from the loaded data."""
-    return verdicts(data["runs"], scale)
 
 
 def figure(data: dict[str, pd.DataFrame]):
@@ -153,9 +146,7 @@ def figure(data: dict[str, pd.DataFrame]):
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     if runs.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no runs", ha="center", transform=ax.transAxes)
-        return fig
+        return C.no_runs(fig)
     hi = runs["seq_len"].max()
     for ax, clip in zip(axes[:2], ("none", "norm"), strict=True):
         sub = runs[(runs["clip"] == clip) & (runs["seq_len"] == hi)].sort_values("seed")
