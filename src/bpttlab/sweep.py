@@ -174,7 +174,13 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
             client.delete_run(stale.info.run_id)
 
     tracker = tracking.MlflowTracker.start(
-        uri, cfg.tracking.experiment, name, tags=run_tags(cfg, sweep_id), parent_run_id=parent_id
+        uri,
+        cfg.tracking.experiment,
+        name,
+        tags=run_tags(cfg, sweep_id),
+        parent_run_id=parent_id,
+        client=client,  # the store is already open and the experiment known: no second lookup
+        experiment_id=exp_id,
     )
     tracker.log_params(C.flatten(C.to_dict(cfg)))
     _install_sigterm()

@@ -186,10 +186,13 @@ class MlflowTracker:
         run_name: str,
         tags: Mapping[str, Any] | None = None,
         parent_run_id: str | None = None,
+        client=None,
+        experiment_id: str | None = None,
     ) -> MlflowTracker:
+        """Create the run; pass ``client``/``experiment_id`` when the caller already has them."""
         t0 = time.perf_counter()
-        client = get_client(uri)
-        exp_id = get_or_create_experiment(client, experiment, uri)
+        client = client or get_client(uri)
+        exp_id = experiment_id or get_or_create_experiment(client, experiment, uri)
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -267,7 +267,7 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     ev = np.array(eval_rows, dtype=float)
     tracker.log_series("test_loss", ev[:, 0].astype(int), ev[:, 1])
     tracker.log_series("test_metric", ev[:, 0].astype(int), ev[:, 2])
-    t_axis = np.arange(1, task_length(task) + 1)
+    t_axis = np.arange(1, task.length + 1)  # time steps of the input (copy: T + 20)
     tracker.log_series("profile_init", t_axis, prof_init)
     tracker.log_series("profile_final", t_axis, prof_final)
     tracker.log_arrays(
@@ -288,8 +288,3 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     tracker.flush()
     summary["diverged_reason"] = reason
     return summary
-
-
-def task_length(task) -> int:
-    """Number of time steps of the task's input sequences."""
-    return int(getattr(task, "length", task.seq_len))
