@@ -134,6 +134,12 @@ def test_different_seeds_draw_different_data_and_weights(compose_cfg):
     assert not np.array_equal(m0.params["weight_hh"], m1.params["weight_hh"])
 
 
-def test_configured_failure_raises(compose_cfg):
-    with pytest.raises(RuntimeError, match="configured to fail"):
-        train(_cfg(compose_cfg, "fail=true"))
+def test_a_failure_inside_training_propagates(compose_cfg, monkeypatch):
+    import bpttlab.train as T
+
+    def broken(cfg):
+        raise RuntimeError("task could not be built")
+
+    monkeypatch.setattr(T, "build", broken)
+    with pytest.raises(RuntimeError, match="could not be built"):
+        train(_cfg(compose_cfg))

@@ -1,31 +1,49 @@
 """Typed configuration schema for one bpttlab run.
 
 The Hydra config tree in ``conf/`` composes onto these dataclasses (registered in Hydra's
-``ConfigStore`` as ``base_config``), so a misspelt key, a wrong type or an unknown choice fails when
-the config is composed, with Hydra's own message naming the key and the valid values. Range checks
-(``seq_len >= 1``, ``threshold > 0``, ...) run in ``__post_init__`` when the composed config is
-turned into objects by :func:`to_config`, before any training starts.
+``ConfigStore``): ``base_config`` for the whole run and one schema per option where the options'
+fields differ (``optim/adam`` has ``beta1``, ``optim/momentum`` has ``momentum``, ``clip/none``
+has no threshold, ``task/adding`` has ``solve_frac``, ``model/lstm`` has ``forget_bias``, ...).
+So a misspelt key, a field the chosen option does not have, a wrong type or an unknown choice
+fails when the config is composed, with Hydra's own message. The choice lists come from the
+registries of the modules that implement them (``bpttlab.models.CELLS``, ``bpttlab.tasks``, ...),
+one source of truth. Range checks run in ``__post_init__`` when the composed config is turned into
+objects by :func:`to_config`; :func:`check_runnable` adds what needs the whole config (the task's
+own limits, the probe batch, the memory a run needs), before anything trains or is recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-CELL_CHOICES = ("rnn", "lstm", "gru")
-ACTIVATION_CHOICES = ("tanh", "sigmoid", "relu", "identity")
-INIT_CHOICES = ("default", "uniform", "normal", "xavier", "orthogonal", "identity")
-WEIGHT_INIT_CHOICES = INIT_CHOICES
-TASK_CHOICES = ("adding", "copy", "temporal_order", "digits", "latch")
-CLIP_CHOICES = ("none", "norm", "value")
-OPTIM_CHOICES = ("sgd", "momentum", "rmsprop", "adam")
+from bpttlab.activations import ACTIVATIONS
+from bpttlab.init import RECURRENT_INITS
+from bpttlab.models import CELLS
+from bpttlab.optim import CLIP_MODES, OPTIMIZERS
+from bpttlab.tasks import BATCH_TASKS
+
+CELL_CHOICES = CELLS
+ACTIVATION_CHOICES = ACTIVATIONS
+INIT_CHOICES = RECURRENT_INITS
+WEIGHT_INIT_CHOICES = tuple(n for n in INIT_CHOICES if n != "smart")
+TASK_CHOICES = BATCH_TASKS
+CLIP_CHOICES = CLIP_MODES
+OPTIM_CHOICES = OPTIMIZERS
 DTYPE_CHOICES = ("float64", "float32")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key, the value and what is valid."""
 
 
 def _enum(name: str, choices: tuple[str, ...]) -> type[Enum]:
@@ -36,6 +54,7 @@ def _enum(name: str, choices: tuple[str, ...]) -> type[Enum]:
 Cell = _enum("Cell", CELL_CHOICES)
 ActivationName = _enum("ActivationName", ACTIVATION_CHOICES)
 InitName = _enum("InitName", INIT_CHOICES)
+WeightInitName = _enum("WeightInitName", WEIGHT_INIT_CHOICES)
 TaskName = _enum("TaskName", TASK_CHOICES)
 ClipMode = _enum("ClipMode", CLIP_CHOICES)
 OptimName = _enum("OptimName", OPTIM_CHOICES)
@@ -44,25 +63,69 @@ DType = _enum("DType", DTYPE_CHOICES)
 
 def _require(ok: bool, what: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ValueError(f"invalid config value {what}={value!r}: expected {expected}")
+        raise ConfigError(f"invalid config value {what}={value!r}: expected {expected}")
 
 
+def _finite(x: float | None) -> bool:
+    return x is None or math.isfinite(x)
+
+
+def _check_finite_floats(obj: Any, prefix: str) -> None:
+    """Every float field of a schema must be a finite number (``nan``/``inf`` cannot run)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            _require(False, f"{prefix}{f.name}", value, "a finite number")
+
+
+# ---------------------------------------------------------------------------------------------
+# model/: one schema per cell
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class ModelConf:
     """Which cell and how big; how the non-recurrent weights are initialized."""
 
-    cell: Cell = Cell.rnn
+    cell: Cell = MISSING
     hidden_size: int = 32
-    input_init: InitName = InitName.xavier
+    input_init: WeightInitName = WeightInitName.xavier
     input_scale: float | None = None
-    readout_init: InitName = InitName.xavier
+    readout_init: WeightInitName = WeightInitName.xavier
     readout_scale: float | None = None
-    forget_bias: float = 1.0  # LSTM forget-gate bias (common practice: +1)
 
     def __post_init__(self) -> None:
+        _check_finite_floats(self, "model.")
         _require(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "an integer >= 1")
+        for key in ("input_scale", "readout_scale"):
+            value = getattr(self, key)
+            _require(value is None or value >= 0, f"model.{key}", value, "null or >= 0")
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Cell-specific keyword arguments of ``build_model``."""
+        return {}
 
 
+@dataclass
+class RNNConf(ModelConf):
+    cell: Cell = Cell.rnn
+
+
+@dataclass
+class LSTMConf(ModelConf):
+    cell: Cell = Cell.lstm
+    forget_bias: float = 1.0  # forget-gate bias (common practice: +1; PyTorch's default: 0)
+
+    def build_kwargs(self) -> dict[str, Any]:
+        return {"forget_bias": self.forget_bias}
+
+
+@dataclass
+class GRUConf(ModelConf):
+    cell: Cell = Cell.gru
+
+
+# ---------------------------------------------------------------------------------------------
+# activation/, init/: the same fields for every option
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class ActivationConf:
     """Nonlinearity f of the vanilla RNN and candidate nonlinearity of LSTM/GRU."""
@@ -79,50 +142,202 @@ class InitConf:
     rho: float | None = None  # rescale W_hh (per gate block) to this spectral radius
 
     def __post_init__(self) -> None:
+        _check_finite_floats(self, "init.")
         _require(self.scale is None or self.scale > 0, "init.scale", self.scale, "null or > 0")
         _require(self.rho is None or self.rho > 0, "init.rho", self.rho, "null or > 0")
 
 
+# ---------------------------------------------------------------------------------------------
+# task/: one schema per task (each task's own options)
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class TaskConf:
     """The long-dependency task and its sequence length."""
 
-    name: TaskName = TaskName.adding
+    name: TaskName = MISSING
     seq_len: int = 50
     test_size: int = 1000
     test_seed: int = 12345  # fixed: every run of a sweep is evaluated on the same sequences
-    solve_frac: float = 0.1  # adding/latch-style regression: solved if test MSE < frac * baseline
 
     def __post_init__(self) -> None:
+        _check_finite_floats(self, "task.")
         _require(self.seq_len >= 1, "task.seq_len", self.seq_len, "an integer >= 1")
         _require(self.test_size >= 1, "task.test_size", self.test_size, "an integer >= 1")
-        _require(0 < self.solve_frac <= 1, "task.solve_frac", self.solve_frac, "in (0, 1]")
+        _require(self.test_seed >= 0, "task.test_seed", self.test_seed, "an integer >= 0")
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """Keyword options of ``make_task`` (every field but the name and the length)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "seq_len")
+        }
 
 
+def _fraction(obj: Any, key: str) -> None:
+    value = getattr(obj, key)
+    _require(0 < value <= 1, f"task.{key}", value, "in (0, 1]")
+
+
+@dataclass
+class AddingConf(TaskConf):
+    name: TaskName = TaskName.adding
+    solve_frac: float = 0.1  # solved if test MSE < solve_frac * baseline (1/6)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self, "solve_frac")
+
+
+@dataclass
+class CopyConf(TaskConf):
+    name: TaskName = TaskName.copy
+    seq_len: int = 100  # the blank gap; a sequence has seq_len + 20 steps
+    solve_acc: float = 0.99
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self, "solve_acc")
+
+
+@dataclass
+class TemporalOrderConf(TaskConf):
+    name: TaskName = TaskName.temporal_order
+    seq_len: int = 100
+    solve_acc: float = 0.99
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self, "solve_acc")
+
+
+@dataclass
+class DigitsConf(TaskConf):
+    name: TaskName = TaskName.digits
+    seq_len: int = 64
+    test_size: int = 360
+    solve_acc: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self, "solve_acc")
+
+
+@dataclass
+class LatchConf(TaskConf):
+    name: TaskName = TaskName.latch
+    seq_len: int = 20
+    info_len: int = 3
+    info_scale: float = 1.0
+    noise_var: float = 0.2
+    solve_acc: float = 0.95
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction(self, "solve_acc")
+        _require(self.info_len >= 1, "task.info_len", self.info_len, "an integer >= 1")
+        _require(self.info_scale > 0, "task.info_scale", self.info_scale, "a number > 0")
+        _require(self.noise_var >= 0, "task.noise_var", self.noise_var, "a number >= 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# clip/: none has no threshold
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class ClipConf:
     """Gradient clipping: ``none``, ``norm`` (Pascanu's Algorithm 1) or ``value``."""
 
+    mode: ClipMode = MISSING
+
+    @property
+    def threshold_or_none(self) -> float | None:
+        return getattr(self, "threshold", None)
+
+
+@dataclass
+class NoClipConf(ClipConf):
     mode: ClipMode = ClipMode.none
+
+
+@dataclass
+class ThresholdClipConf(ClipConf):
+    mode: ClipMode = ClipMode.norm
     threshold: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_finite_floats(self, "clip.")
         _require(self.threshold > 0, "clip.threshold", self.threshold, "a number > 0")
 
 
+# ---------------------------------------------------------------------------------------------
+# optim/: each optimizer's own hyper-parameters
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class OptimConf:
     """Optimizer and its hyper-parameters."""
 
-    name: OptimName = OptimName.adam
+    name: OptimName = MISSING
     lr: float = 1e-3
-    momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "optim.lr", self.lr, "a number > 0")
-        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        _check_finite_floats(self, "optim.")
+        _require(self.lr > 0, "optim.lr", self.lr, "a finite number > 0")
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword options of ``make_optimizer`` (every field but the name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
 
 
+def _unit(obj: Any, key: str) -> None:
+    value = getattr(obj, key)
+    _require(0 <= value < 1, f"optim.{key}", value, "in [0, 1)")
+
+
+@dataclass
+class SGDConf(OptimConf):
+    name: OptimName = OptimName.sgd
+    lr: float = 0.01
+
+
+@dataclass
+class MomentumConf(OptimConf):
+    name: OptimName = OptimName.momentum
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _unit(self, "momentum")
+
+
+@dataclass
+class RMSpropConf(OptimConf):
+    name: OptimName = OptimName.rmsprop
+    decay: float = 0.9
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _unit(self, "decay")
+        _require(self.eps > 0, "optim.eps", self.eps, "a number > 0")
+
+
+@dataclass
+class AdamConf(OptimConf):
+    name: OptimName = OptimName.adam
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _unit(self, "beta1")
+        _unit(self, "beta2")
+        _require(self.eps > 0, "optim.eps", self.eps, "a number > 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# tracking/
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class TrackingConf:
     """Where runs are recorded. ``uri: null`` means the project's SQLite store (``mlflow.db``)."""
@@ -131,17 +346,23 @@ class TrackingConf:
     uri: str | None = None
     experiment: str = "bpttlab"
 
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment), "tracking.experiment", self.experiment, "a non-empty name")
 
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class Config:
     """One run: every axis of the study plus run-level fields."""
 
-    model: ModelConf = field(default_factory=ModelConf)
+    model: ModelConf = MISSING
     activation: ActivationConf = field(default_factory=ActivationConf)
     init: InitConf = field(default_factory=InitConf)
-    task: TaskConf = field(default_factory=TaskConf)
-    clip: ClipConf = field(default_factory=ClipConf)
-    optim: OptimConf = field(default_factory=OptimConf)
+    task: TaskConf = MISSING
+    clip: ClipConf = MISSING
+    optim: OptimConf = MISSING
     tracking: TrackingConf = field(default_factory=TrackingConf)
     study: str = "adhoc"  # name of the experiments/ file that defined the sweep
     seed: int = 0
@@ -153,9 +374,10 @@ class Config:
     dtype: DType = DType.float64
     grad_ceiling: float = 1e6  # a pre-clip gradient norm above this counts as divergence
     horizon_frac: float = 0.1  # gradient horizon: lag where ||dL/dh_t|| < frac * ||dL/dh_T||
-    fail: bool = False  # raise on purpose inside the run (tests the sweep's failure handling)
 
     def __post_init__(self) -> None:
+        _check_finite_floats(self, "")
+        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         _require(self.steps >= 1, "steps", self.steps, "an integer >= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
@@ -165,19 +387,141 @@ class Config:
         _require(0 < self.horizon_frac < 1, "horizon_frac", self.horizon_frac, "in (0, 1)")
 
 
+#: (group, option name, schema) of every option whose fields differ from its siblings'.
+OPTION_SCHEMAS: tuple[tuple[str, str, type], ...] = (
+    ("model", "rnn", RNNConf),
+    ("model", "lstm", LSTMConf),
+    ("model", "gru", GRUConf),
+    ("task", "adding", AddingConf),
+    ("task", "copy", CopyConf),
+    ("task", "temporal_order", TemporalOrderConf),
+    ("task", "digits", DigitsConf),
+    ("task", "latch", LatchConf),
+    ("clip", "none", NoClipConf),
+    ("clip", "norm", ThresholdClipConf),
+    ("clip", "value", ThresholdClipConf),
+    ("optim", "sgd", SGDConf),
+    ("optim", "momentum", MomentumConf),
+    ("optim", "rmsprop", RMSpropConf),
+    ("optim", "adam", AdamConf),
+)
+_SCHEMA_OF = {(g, o): s for g, o, s in OPTION_SCHEMAS}
+_CHOICE_FIELD = {"model": "cell", "task": "name", "clip": "mode", "optim": "name"}
+
+
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can extend it as ``base_config``."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+    """Register ``base_config`` and ``schema/<group>/<option>`` (extended by ``conf/<group>/``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, option, schema in OPTION_SCHEMAS:
+        cs.store(group=f"schema/{group}", name=option, node=schema)
+
+
+def _typed_group(group: str, node: Any) -> Any:
+    """A composed group node turned into its option's schema (picked by its choice field)."""
+    choice = node.get(_CHOICE_FIELD[group]) if isinstance(node, DictConfig | dict) else None
+    choice = getattr(choice, "value", choice)
+    schema = _SCHEMA_OF.get((group, str(choice)))
+    if schema is None:
+        valid = sorted({o for g, o, _ in OPTION_SCHEMAS if g == group})
+        _require(False, f"{group}.{_CHOICE_FIELD[group]}", choice, f"one of {valid}")
+    return OmegaConf.merge(OmegaConf.structured(schema), node)
 
 
 def to_config(cfg: Config | DictConfig | dict) -> Config:
     """Validate a composed config and return it as typed objects (range checks run here)."""
     if isinstance(cfg, Config):
         return cfg
-    node = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
+    node = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg.copy()
+    with_hydra = "hydra" in node
+    if with_hydra:
+        node = OmegaConf.masked_copy(node, [k for k in node if k != "hydra"])
+    typed = OmegaConf.structured(Config)
+    for group in _CHOICE_FIELD:
+        if group in node:
+            typed[group] = _typed_group(group, node[group])
+    rest = OmegaConf.masked_copy(node, [k for k in node if k not in _CHOICE_FIELD])
+    typed = OmegaConf.merge(typed, rest)
+    try:
+        return OmegaConf.to_object(typed)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a dataclass __post_init__ raising a plain ValueError
+        raise ConfigError(str(exc)) from exc
 
 
+# ---------------------------------------------------------------------------------------------
+# checks that need the whole config
+# ---------------------------------------------------------------------------------------------
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def memory_estimate(cfg: Config, input_size: int, output_size: int, length: int) -> int:
+    """Bytes a run needs at its peak, roughly (an upper estimate; used to refuse, not to plan).
+
+    Weights with their gradients, two optimizer moments and a copy (5 x P), the forward caches of
+    the larger of the training batch and the test set (hidden states, gate activations and their
+    derivatives: about ``(2 G + 3) T N H`` numbers), and the test set itself.
+    """
+    h, g = cfg.model.hidden_size, _GATES[cfg.model.cell.value]
+    n_params = g * h * (input_size + h + 2) + output_size * (h + 1)
+    n = max(cfg.batch_size, cfg.task.test_size)
+    cache = (2 * g + 3) * length * n * h
+    data = length * cfg.task.test_size * (input_size + output_size)
+    return np.dtype(cfg.dtype.value).itemsize * (5 * n_params + cache + data)
+
+
+def available_memory() -> int:
+    """Bytes this machine can give a new process now (``MemAvailable``), or total RAM."""
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_runnable(cfg: Config, memory_budget: int | None = None) -> None:
+    """Refuse a config that passes the schema but cannot run, naming the key and what is valid.
+
+    The task checks its own limits (e.g. ``temporal_order`` needs ``seq_len >= 10``, ``latch``
+    needs ``seq_len > info_len``); the probe batch must fit in the test set; the run's memory
+    estimate must fit in ``memory_budget`` bytes (default: the memory available now).
+    """
+    from bpttlab.tasks import make_task
+
+    try:
+        task = make_task(cfg.task.name.value, cfg.task.seq_len, **cfg.task.task_kwargs())
+    except ValueError as exc:
+        raise ConfigError(f"invalid config for task={cfg.task.name.value}: {exc}") from None
+    _require(
+        cfg.probe_size <= cfg.task.test_size,
+        "probe_size",
+        cfg.probe_size,
+        f"an integer in [1, task.test_size={cfg.task.test_size}] (the probe batch is drawn "
+        "from the test set)",
+    )
+    need = memory_estimate(cfg, task.input_size, task.output_size, task.length)
+    budget = available_memory() if memory_budget is None else memory_budget
+    if need > budget:
+        raise ConfigError(
+            f"this run needs about {_gib(need)} of memory (model.hidden_size="
+            f"{cfg.model.hidden_size}, task.seq_len={cfg.task.seq_len}, batch_size="
+            f"{cfg.batch_size}, task.test_size={cfg.task.test_size}), more than the "
+            f"{_gib(budget)} available: choose smaller sizes"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+# ---------------------------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
@@ -223,8 +567,8 @@ def _fmt(x: float) -> str:
 def run_name(cfg: Config) -> str:
     """Readable run name, e.g. ``lstm-tanh-orthogonal-T50-norm1-s0``."""
     clip = cfg.clip.mode.value
-    if clip != "none":
-        clip += _fmt(cfg.clip.threshold)
+    if cfg.clip.threshold_or_none is not None:
+        clip += _fmt(cfg.clip.threshold_or_none)
     init = cfg.init.name.value
     if cfg.init.scale is not None:
         init += _fmt(cfg.init.scale)

@@ -33,13 +33,6 @@ from bpttlab.tasks import make_task
 from bpttlab.tracking import NullTracker, Tracker
 
 
-def _optimizer_kwargs(cfg: Config) -> dict[str, Any]:
-    kw: dict[str, Any] = {"lr": cfg.optim.lr}
-    if cfg.optim.name.value == "momentum":
-        kw["momentum"] = cfg.optim.momentum
-    return kw
-
-
 def build(cfg: Config):
     """Model, task and optimizer for ``cfg``; one seed drives initialization and training data.
 
@@ -48,10 +41,7 @@ def build(cfg: Config):
     """
     init_ss, data_ss = np.random.SeedSequence(cfg.seed).spawn(2)
     dtype = np.dtype(cfg.dtype.value)
-    task_kwargs: dict[str, Any] = {"test_size": cfg.task.test_size, "test_seed": cfg.task.test_seed}
-    if cfg.task.name.value in ("adding",):
-        task_kwargs["solve_frac"] = cfg.task.solve_frac
-    task = make_task(cfg.task.name.value, cfg.task.seq_len, **task_kwargs)
+    task = make_task(cfg.task.name.value, cfg.task.seq_len, **cfg.task.task_kwargs())
     model = build_model(
         cfg.model.cell.value,
         task.input_size,
@@ -67,9 +57,9 @@ def build(cfg: Config):
         input_scale=cfg.model.input_scale,
         readout_init=cfg.model.readout_init.value,
         readout_scale=cfg.model.readout_scale,
-        forget_bias=cfg.model.forget_bias,
+        **cfg.model.build_kwargs(),
     )
-    optimizer = make_optimizer(cfg.optim.name.value, **_optimizer_kwargs(cfg))
+    optimizer = make_optimizer(cfg.optim.name.value, **cfg.optim.optimizer_kwargs())
     return model, task, optimizer, np.random.default_rng(data_ss)
 
 
@@ -125,8 +115,6 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     """
     cfg = to_config(cfg)
     tracker = tracker if tracker is not None else NullTracker()
-    if cfg.fail:
-        raise RuntimeError("this run was configured to fail (fail=true)")
     t_start = time.perf_counter()
     model, task, optimizer, data_rng = build(cfg)
     dtype = np.dtype(cfg.dtype.value)
@@ -180,7 +168,9 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
                 x, y, loss=task.loss, target=task.target, mask=mask
             )
             pnorms = diag.param_norms(grads)
-            info = clip_gradients(grads, mode=cfg.clip.mode.value, threshold=cfg.clip.threshold)
+            info = clip_gradients(
+                grads, mode=cfg.clip.mode.value, threshold=cfg.clip.threshold_or_none
+            )
         norm = float(info.norm_before)
         if not math.isfinite(loss):
             diverged_step, reason = step, f"non-finite loss ({loss})"
