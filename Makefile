@@ -61,10 +61,10 @@ bench: $(STAMP) ## Print speed figures (engine step times vs matmul floor, sweep
 	$(PY) -m bpttlab.bench $(ARGS)
 
 run: $(STAMP) ## Train one run and print its summary, e.g. make run ARGS="model=lstm task.seq_len=50"
-	$(PY) -m bpttlab.sweep $(ARGS)
+	$(PY) -m bpttlab $(ARGS)
 
 sweep: $(STAMP) ## Run the study grid experiments/$(EXP).yaml in parallel, tracked in MLflow (EXP=default)
-	$(PY) -m bpttlab.sweep --multirun +experiments=$(EXP) \
+	$(PY) -m bpttlab --multirun experiments=$(EXP) \
 	  $(if $(findstring hydra/launcher=,$(ARGS)),,hydra.launcher.n_jobs=$(JOBS)) $(ARGS)
 
 smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)

@@ -1,6 +1,6 @@
 """Sweep benchmarks for ``make bench``: wall time of whole sweeps and MLflow's share of run time.
 
-Each sweep runs through the ordinary entry point (``python -m bpttlab.sweep -m``) into a fresh
+Each sweep runs through the ordinary entry point (``python -m bpttlab -m``) into a fresh
 temporary SQLite store, exactly as ``make sweep`` would, so the figures include worker start-up,
 schema creation and tracking. The tracking share of a run is the time its tracker spent in MLflow
 calls (the ``tracking_seconds`` tag) over the run's wall time (MLflow's start and end times).
@@ -27,7 +27,7 @@ def run_sweep_timed(experiment: str, jobs: int, *overrides: str) -> tuple[float,
     tmp = Path(tempfile.mkdtemp(prefix=f"bpttlab-bench-{experiment}-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     cmd = [
-        sys.executable, "-m", "bpttlab.sweep", "-m", f"+experiments={experiment}",
+        sys.executable, "-m", "bpttlab", "-m", f"experiments={experiment}",
         f"hydra.sweep.dir={tmp / 'multirun'}", f"hydra.launcher.n_jobs={jobs}", *overrides,
     ]  # fmt: skip
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)

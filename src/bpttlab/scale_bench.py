@@ -161,7 +161,7 @@ def smoke_sweep(
     extra: Sequence[str] = (),
     timeout: float = 900.0,
 ) -> tuple[float, subprocess.CompletedProcess]:
-    """Run ``python -m bpttlab.sweep -m +experiments=smoke`` with ``launcher`` (``joblib``/``ray``).
+    """Run ``python -m bpttlab -m experiments=smoke`` with ``launcher`` (``joblib``/``ray``).
 
     Outputs go to ``workdir/multirun``; runs to ``tracking_uri`` under ``experiment``. Returns the
     wall time in seconds and the finished process (stdout and stderr merged, as text).
@@ -175,7 +175,7 @@ def smoke_sweep(
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
     cmd = [
-        *(sys.executable, "-m", "bpttlab.sweep", "-m", "+experiments=smoke"),
+        *(sys.executable, "-m", "bpttlab", "-m", "experiments=smoke"),
         f"hydra/launcher={launcher}",
         f"tracking.uri={tracking_uri}",
         f"tracking.experiment={experiment}",

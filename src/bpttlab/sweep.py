@@ -146,7 +146,12 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
     """Validate the config, train, record everything; never raise for an ordinary failure."""
     from bpttlab.train import train
 
-    cfg = C.to_config(dcfg)  # range checks: a bad value raises before anything is recorded
+    try:  # range checks: a bad value is refused before anything is recorded
+        cfg = C.to_config(dcfg)
+        C.check_runnable(cfg)
+    except C.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return {"refused": 1, "error": str(exc)}
     name = C.run_name(cfg)
     if not cfg.tracking.enabled:
         summary = train(cfg, tracking.NullTracker())
@@ -368,6 +373,8 @@ def _hydra_main(dcfg: DictConfig) -> None:
         width = max(len(k) for k in summary)
         for k, v in summary.items():
             print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+        if summary.get("refused"):
+            raise SystemExit(2)
         if summary.get("failed"):
             raise SystemExit(1)
 
@@ -390,9 +397,35 @@ def _mark_killed(parent_id: str | None) -> None:
         print(f"could not mark runs KILLED: {exc!r}", file=sys.stderr)
 
 
+def preflight(argv: list[str]) -> None:
+    """Check every job of ``argv`` before Hydra starts; exit 2 with one line if one cannot run."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+
+    from bpttlab import preflight as P
+
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return  # Hydra only prints something: nothing to check
+    if args.config_path or args.config_name or args.config_dir:
+        return  # another config tree: Hydra's own checks apply
+
+    def _compose(overrides: list[str]):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            P.check_jobs(_compose, args.overrides, bool(args.multirun), tracking.project_root())
+    except P.PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     """Console entry point."""
     _SWEEP_RESULT.clear()
+    if not os.environ.get("HYDRA_FULL_ERROR"):
+        preflight(sys.argv[1:])
     _install_sigterm()
     try:
         _hydra_main()

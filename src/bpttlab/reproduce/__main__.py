@@ -6,7 +6,7 @@
     python -m bpttlab.reproduce --steps-scale 0.5    # half the training steps
     python -m bpttlab.reproduce --no-run             # only load what is stored and render
 
-Each sweep runs through ``python -m bpttlab.sweep -m +experiments=repro_<name>`` (the code path of
+Each sweep runs through ``python -m bpttlab -m experiments=repro_<name>`` (the code path of
 ``make sweep``), so finished runs are skipped. The report reads only from MLflow.
 """
 

@@ -2,7 +2,7 @@
 
 A reproduction reads only what its runs stored in MLflow. Each one runs its grid
 ``experiments/repro_<name>.yaml`` through the same entry point as ``make sweep``
-(``python -m bpttlab.sweep -m +experiments=repro_<name>`` in a subprocess, so finished runs are
+(``python -m bpttlab -m experiments=repro_<name>`` in a subprocess, so finished runs are
 reused), then loads the finished child runs into pandas frames with :func:`load_runs` and
 :func:`load_history`, and turns them into a figure and a list of :class:`Verdict` rows.
 
@@ -143,15 +143,15 @@ def _param_str(value: Any) -> str:
 def sweep_command(
     name: str, overrides: Mapping[str, Any] | Sequence[str] = (), jobs: int = 2
 ) -> list[str]:
-    """``python -m bpttlab.sweep -m +experiments=<name> hydra.launcher.n_jobs=<jobs> k=v ...``."""
+    """``python -m bpttlab -m experiments=<name> hydra.launcher.n_jobs=<jobs> k=v ...``."""
     if isinstance(overrides, Mapping):
         overrides = [f"{k}={v}" for k, v in overrides.items()]
     return [
         sys.executable,
         "-m",
-        "bpttlab.sweep",
+        "bpttlab",
         "--multirun",
-        f"+experiments={name}",
+        f"experiments={name}",
         f"hydra.launcher.n_jobs={jobs}",
         *overrides,
     ]
