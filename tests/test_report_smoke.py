@@ -22,9 +22,9 @@ def test_report_from_a_real_smoke_sweep(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "bpttlab.sweep",
+        "bpttlab",
         "-m",
-        "+experiments=smoke",
+        "experiments=smoke",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         "hydra.launcher.n_jobs=2",
     ]

@@ -21,9 +21,9 @@ def run_sweep(uri: str, tmp_path: Path, *overrides: str, experiment: str = "smok
     cmd = [
         sys.executable,
         "-m",
-        "bpttlab.sweep",
+        "bpttlab",
         "-m",
-        f"+experiments={experiment}",
+        f"experiments={experiment}",
         f"hydra.sweep.dir={tmp_path / 'multirun' / str(time.monotonic_ns())}",
         "hydra.launcher.n_jobs=2",
         *overrides,
@@ -90,15 +90,22 @@ def test_smoke_sweep_records_every_run_once_under_one_parent(sqlite_uri, tmp_pat
         assert "hydra/config.yaml" in hydra_files
 
 
-def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path):
-    proc = run_sweep(sqlite_uri, tmp_path, "model=rnn,gru", "clip=none", "fail=false,true")
+FAIL_FIXTURE = ROOT / "tests" / "fixtures" / "fail_on_seed"
+
+
+def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path, monkeypatch):
+    # the fixture's sitecustomize makes every run with seed 1 raise inside train()
+    paths = [str(FAIL_FIXTURE), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    monkeypatch.setenv("BPTTLAB_TEST_FAIL_SEED", "1")
+    proc = run_sweep(sqlite_uri, tmp_path, "model=rnn,gru", "clip=none", "seed=0,1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "2 finished, 0 diverged, 2 failed" in proc.stdout
     client, _, children = sweep_runs(sqlite_uri)
     failed = [r for r in children if r.info.status == "FAILED"]
-    assert len(failed) == 2 and all(r.data.params["fail"] == "True" for r in failed)
+    assert len(failed) == 2 and all(r.data.params["seed"] == "1" for r in failed)
     tb = Path(client.download_artifacts(failed[0].info.run_id, "traceback.txt")).read_text()
-    assert "RuntimeError" in tb and "configured to fail" in tb
+    assert "RuntimeError" in tb and "made to fail by the test fixture" in tb
     assert sum(r.info.status == "FINISHED" for r in children) == 2
 
 
@@ -152,13 +159,14 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp
 def test_bad_config_fails_with_clear_message(tmp_path, bad):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'db.sqlite'}")
     proc = subprocess.run(
-        [sys.executable, "-m", "bpttlab.sweep", bad, "tracking=none", "steps=1"],
+        [sys.executable, "-m", "bpttlab", bad, "tracking=none", "steps=1"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     err = proc.stderr + proc.stdout
-    assert ("Available options in 'activation'" in err) or ("task.seq_len=0" in err), err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert ("valid choices: identity, relu, sigmoid, tanh" in err) or ("task.seq_len=0" in err)
