@@ -85,7 +85,9 @@ reproduce: $(STAMP) ## Re-create published results with a verdict per claim: rep
 	$(PY) -m bpttlab.reproduce --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
-	$(PY) -m bpttlab.server start --host $(HOST) --port $(SERVER_PORT) $(if $(BACKEND),--backend-store-uri '$(BACKEND)')
+	@# Not echoed, and the URI passed in the environment: a password in BACKEND stays unprinted.
+	@$(if $(BACKEND),MLFLOW_BACKEND_STORE_URI='$(BACKEND)') $(PY) -m bpttlab.server start \
+	  --host $(HOST) --port $(SERVER_PORT) $(ARGS)
 
 server-stop: $(STAMP) ## Stop the tracking server started by `make server` and every process it started
 	$(PY) -m bpttlab.server stop
