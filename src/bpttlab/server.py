@@ -65,6 +65,7 @@ STATE_DIR_NAME = ".server"
 PID_FILE = "server.pid"
 INFO_FILE = "server.json"
 LOG_FILE = "server.log"
+SECRET_KEY_FILE = "flask_secret_key"  # only with --app-name basic-auth
 # Environment marker inherited by every process the server spawns, so `stop` finds them all.
 MARKER_VAR = "BPTTLAB_SERVER_ID"
 # Host headers MLflow 3.17 accepts by default (mlflow/server/security_utils.py): loopback names
@@ -77,9 +78,10 @@ MLFLOW_DEFAULT_ALLOWED_HOSTS = (
 NO_AUTH_WARNING = (
     "warning: this server has no authentication: anyone who can reach {url} can read, change and "
     "delete every run. Keep it on a trusted network, or add a login: MLflow's basic auth "
-    "(mlflow server --app-name basic-auth, i.e. make server ARGS='--app-name basic-auth'; first "
-    "login admin / password1234, change it at once), or a reverse proxy with authentication and "
-    "TLS in front of a server bound to 127.0.0.1."
+    "(pip install 'mlflow[auth]', then MLFLOW_AUTH_ADMIN_PASSWORD=... make server HOST=0.0.0.0 "
+    "ARGS='--app-name basic-auth'; "
+    "user admin; clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), or a reverse "
+    "proxy with authentication and TLS in front of a server bound to 127.0.0.1."
 )
 
 
@@ -390,6 +392,18 @@ def _log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def _flask_secret_key(state_dir: Path) -> str:
+    """The key MLflow's login pages sign their CSRF tokens with: made once, kept (mode 600)."""
+    import secrets
+
+    path = state_dir / SECRET_KEY_FILE
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -412,7 +426,9 @@ def start(
     backend_store_uri : default ``$MLFLOW_BACKEND_STORE_URI``, else SQLite in ``state_dir``.
     extra_hosts : names clients may use besides this machine's own (a DNS alias, a proxy's name);
         they are allowed when ``host`` is not loopback.
-    app_name : passed as ``mlflow server --app-name`` (``basic-auth`` for MLflow's login).
+    app_name : passed as ``mlflow server --app-name``: ``basic-auth`` for MLflow's login (needs
+        ``pip install 'mlflow[auth]'`` and, on first start, ``MLFLOW_AUTH_ADMIN_PASSWORD``; the
+        CSRF key ``MLFLOW_FLASK_SERVER_SECRET_KEY`` is made and kept in ``state_dir`` if unset).
 
     Raises
     ------
@@ -457,6 +473,8 @@ def start(
         cmd += ["--app-name", app_name]
     cmd += network_args(host, port, extra_hosts)
     env = dict(os.environ)
+    if app_name == "basic-auth" and not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = _flask_secret_key(state_dir)
     env.update(
         # In the environment, not on the command line: `ps` shows every user the command line.
         MLFLOW_BACKEND_STORE_URI=uri,
