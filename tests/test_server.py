@@ -207,3 +207,37 @@ def test_server_on_every_interface_answers_this_machines_names_and_restarts_at_o
     finally:
         _stop_cli(state)
     assert server.read_info(state) is None
+
+
+def test_basic_auth_secret_key_is_made_once_and_private(tmp_path):
+    key = server._flask_secret_key(tmp_path)
+    assert len(key) == 64 and server._flask_secret_key(tmp_path) == key
+    assert (tmp_path / server.SECRET_KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.scale
+def test_postgres_backend_password_is_never_shown_or_stored(tmp_path):
+    from test_scale import postgres_server  # a throw-away PostgreSQL on 127.0.0.1
+
+    state, port = tmp_path / "server", free_port()
+    with postgres_server() as pg_uri:  # trust authentication: any password is accepted
+        uri = pg_uri.replace("postgresql://postgres@", "postgresql://postgres:hunter2@")
+        try:
+            started = _start_cli(state, port, "--backend-store-uri", uri)
+            assert started.returncode == 0, started.stdout + started.stderr
+            assert "postgres:***@127.0.0.1" in started.stdout
+            info = server.read_info(state)
+            for pid in server.server_processes(info):
+                assert b"hunter2" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = subprocess.run(
+                [sys.executable, "-m", "bpttlab.server", "status", "--state-dir", str(state)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert status.returncode == 0 and "postgres:***@" in status.stdout
+            shown = started.stdout + started.stderr + status.stdout + status.stderr
+        finally:
+            _stop_cli(state)
+        assert "hunter2" not in shown
+        for path in state.iterdir():
+            if path.is_file():
+                assert b"hunter2" not in path.read_bytes(), path
