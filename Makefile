@@ -76,16 +76,27 @@ ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the pro
 report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the newest sweep in MLflow, no training
 	$(PY) -m bpttlab.report $(ARGS)
 
-report-check: ## Screenshot reports/report.html in headless Chromium (needs Debian's chromium package)
-	@test -x /usr/bin/chromium || { echo "chromium is not installed: apt-get install -y chromium"; exit 1; }
+CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
+
+report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (installs Debian's chromium via apt-get if missing)
+	@test -f reports/report.html || { echo "no reports/report.html: run make report first"; exit 1; }
+	@if ! $(PY) -c 'import sys; from bpttlab.report.screenshot import find_chromium; sys.exit(find_chromium() is None)'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "chromium is not installed; installing it: $(CHROMIUM_INSTALL)"; \
+	    export DEBIAN_FRONTEND=noninteractive; $(CHROMIUM_INSTALL) || exit 1; \
+	  else \
+	    echo "chromium is not installed; install it with: sudo $(subst &&,&& sudo,$(CHROMIUM_INSTALL))"; exit 1; \
+	  fi; \
+	fi
 	$(PY) -m bpttlab.report.screenshot reports/report.html reports/report.png
-	@echo "screenshot: reports/report.png"
 
 reproduce: $(STAMP) ## Re-create published results with a verdict per claim: reports/reproduce.md/.html (ONLY=cliff,bound for a subset)
 	$(PY) -m bpttlab.reproduce --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
-	$(PY) -m bpttlab.server start --host $(HOST) --port $(SERVER_PORT) $(if $(BACKEND),--backend-store-uri '$(BACKEND)')
+	@# Not echoed, and the URI passed in the environment: a password in BACKEND stays unprinted.
+	@$(if $(BACKEND),MLFLOW_BACKEND_STORE_URI='$(BACKEND)') $(PY) -m bpttlab.server start \
+	  --host $(HOST) --port $(SERVER_PORT) $(ARGS)
 
 server-stop: $(STAMP) ## Stop the tracking server started by `make server` and every process it started
 	$(PY) -m bpttlab.server stop

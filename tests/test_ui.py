@@ -10,6 +10,10 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
+from bpttlab import ui
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -46,7 +50,10 @@ def test_ui_serves_the_store_and_ctrl_c_leaves_no_process(sqlite_uri, tmp_path):
         )  # fmt: skip
         with urllib.request.urlopen(req, timeout=10) as r:
             assert b"Default" in r.read()  # it serves the store we pointed it at
-        assert len(_group_alive(proc.pid)) >= 1
+        running = _group_alive(proc.pid)
+        assert len(running) >= 1
+        # The store reaches MLflow through the environment: no command line shows the URI.
+        assert not [args for args in running if str(tmp_path / "mlflow.db") in args], running
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         proc.wait(timeout=60)
@@ -54,3 +61,25 @@ def test_ui_serves_the_store_and_ctrl_c_leaves_no_process(sqlite_uri, tmp_path):
     while time.time() < deadline and _group_alive(proc.pid):
         time.sleep(0.5)
     assert _group_alive(proc.pid) == []
+
+
+def _closed_port() -> int:
+    return _free_port()  # bound once, released: nothing listens there
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("sqlite:////proc/bpttlab/mlflow.db", "cannot create files in /proc"),
+        (f"http://me:hunter2@127.0.0.1:{_closed_port()}", "connection refused"),
+        (f"postgresql://me:hunter2@127.0.0.1:{_closed_port()}/mlflow", "postgresql://me:***@"),
+    ],
+)
+def test_ui_refuses_an_unusable_store_in_seconds_without_showing_a_password(uri, why):
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        ui.main(["--tracking-uri", uri, "--timeout", "3"])
+    message = str(exit_.value.code)
+    assert time.monotonic() - t0 < 8
+    assert message.startswith("error: tracking URI ") and why in message
+    assert "hunter2" not in message and "\n" not in message

@@ -6,13 +6,25 @@
 
 ``start`` runs ``mlflow server`` in its own session (so its own process group) with
 
-- the backend store: ``sqlite:///<project>/.server/mlflow.db`` by default (an absolute URI, so the
-  working directory never matters), or any SQLAlchemy URI such as ``postgresql://user@host/db``;
+- the backend store: ``--backend-store-uri``, else ``$MLFLOW_BACKEND_STORE_URI``, else
+  ``sqlite:///<project>/.server/mlflow.db`` (an absolute URI, so the working directory never
+  matters); any SQLAlchemy URI such as ``postgresql://user:password@host/db`` works;
 - artifacts served through the server (``--serve-artifacts``) from ``.server/artifacts``, so
   workers on other machines need nothing but HTTP to the server;
 - one web worker and MLflow's background job runner switched off
   (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``): it is not needed here, it slows the start and its
   ``huey_consumer`` processes can outlive the server.
+
+Bound to an address other than loopback (``--host 0.0.0.0``), it accepts requests naming this
+machine (its addresses and host name, in the ``Host`` header and as a browser's origin) besides
+MLflow's defaults (loopback, private ranges), and warns that the server has no authentication.
+``MLFLOW_SERVER_ALLOWED_HOSTS`` / ``MLFLOW_SERVER_CORS_ALLOWED_ORIGINS``, when set, are used as they
+are; ``--allowed-hosts`` adds names (a DNS alias, a proxy's name).
+
+The backend URI reaches ``mlflow server`` through its environment (``MLFLOW_BACKEND_STORE_URI``),
+not its command line, and is checked first (:func:`bpttlab.uris.preflight`); its password is never
+printed, written to ``server.json`` or let through to ``server.log`` (the server's output passes a
+redacting filter on its way there).
 
 It records the process id in ``.server/server.pid`` (details in ``server.json``, output in
 ``server.log``) and returns once ``GET /health`` answers. ``stop`` ends every process of that server
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -37,14 +50,39 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bpttlab.uris import (
+    SECRETS_ENV,
+    TrackingUnavailable,
+    preflight,
+    redact,
+    redact_text,
+    uri_secrets,
+)
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 STATE_DIR_NAME = ".server"
 PID_FILE = "server.pid"
 INFO_FILE = "server.json"
 LOG_FILE = "server.log"
+SECRET_KEY_FILE = "flask_secret_key"  # only with --app-name basic-auth
 # Environment marker inherited by every process the server spawns, so `stop` finds them all.
 MARKER_VAR = "BPTTLAB_SERVER_ID"
+# Host headers MLflow 3.17 accepts by default (mlflow/server/security_utils.py): loopback names
+# with any port, and the private address ranges. Setting --allowed-hosts replaces this list.
+MLFLOW_DEFAULT_ALLOWED_HOSTS = (
+    *("localhost", "127.0.0.1", "[::1]", "0.0.0.0"),
+    *("localhost:*", "127.0.0.1:*", "[[]::1]:*", "0.0.0.0:*"),
+    *("192.168.*", "10.*", *(f"172.{i}.*" for i in range(16, 32)), "fc00:*", "fd00:*"),
+)
+NO_AUTH_WARNING = (
+    "warning: this server has no authentication: anyone who can reach {url} can read, change and "
+    "delete every run. Keep it on a trusted network, or add a login: MLflow's basic auth "
+    "(pip install 'mlflow[auth]', then MLFLOW_AUTH_ADMIN_PASSWORD=... make server HOST=0.0.0.0 "
+    "ARGS='--app-name basic-auth'; "
+    "user admin; clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), or a reverse "
+    "proxy with authentication and TLS in front of a server bound to 127.0.0.1."
+)
 
 
 @dataclass
@@ -93,8 +131,8 @@ def normalize_backend_uri(uri: str) -> str:
     """
     if "://" not in uri:
         raise ValueError(
-            f"backend store URI {uri!r} is not supported: expected sqlite:///ABS/PATH/mlflow.db "
-            "or postgresql://USER:PASSWORD@HOST:PORT/DB"
+            f"backend store URI {redact(uri)!r} is not supported: expected "
+            "sqlite:///ABS/PATH/mlflow.db or postgresql://USER:PASSWORD@HOST:PORT/DB"
         )
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
@@ -107,13 +145,15 @@ def normalize_backend_uri(uri: str) -> str:
             dialect.import_dbapi()  # the driver module the server will load
         except ArgumentError as err:
             raise ValueError(
-                f"backend store URI {uri!r} is not a database URI SQLAlchemy knows ({err}): "
+                f"backend store URI {redact(uri)!r} is not a database URI SQLAlchemy knows "
+                f"({redact_text(str(err), uri_secrets(uri))}): "
                 "expected sqlite:///ABS/PATH/mlflow.db or postgresql://USER:PASSWORD@HOST:PORT/DB"
             ) from None
         except ImportError as err:
             raise ValueError(
-                f"backend store URI {uri!r} needs the database driver {dialect.driver!r}, which is "
-                f"not installed ({err}); the PostgreSQL drivers come with pip install -e '.[ray]'"
+                f"backend store URI {redact(uri)!r} needs the database driver {dialect.driver!r}, "
+                f"which is not installed ({err}); the PostgreSQL drivers come with "
+                "pip install -e '.[ray]'"
             ) from None
     return uri
 
@@ -211,7 +251,14 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """True if a server could listen on ``host:port`` now.
+
+    The test socket sets ``SO_REUSEADDR`` like the server does (uvicorn), so connections of a server
+    that just stopped, left in TIME-WAIT, do not count; a socket listening there does.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -219,11 +266,142 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+# --- who may call the server (Host header, browser origins) ------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (the server is reachable from here only)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _ipv4_of_interfaces() -> list[str]:
+    """IPv4 address of every network interface (Linux ioctl SIOCGIFADDR), loopback included."""
+    import fcntl
+    import struct
+
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:  # no IPv4 address on this interface
+                continue
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
+def _ipv6_of_interfaces() -> list[str]:
+    """Global IPv6 addresses of the interfaces (``/proc/net/if_inet6``; link-local ones skipped)."""
+    try:
+        rows = Path("/proc/net/if_inet6").read_text().split("\n")
+    except OSError:
+        return []
+    found = []
+    for row in rows:
+        fields = row.split()
+        if len(fields) >= 4 and fields[3] == "00":  # scope 00: global
+            found.append(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
+    return found
+
+
+def machine_names(timeout: float = 2.0) -> list[str]:
+    """Names other machines may use for this one: host name, FQDN, interface addresses.
+
+    Loopback addresses are left out (MLflow accepts them anyway). Name lookups are bounded by
+    ``timeout`` seconds, so a slow resolver cannot hold up the start.
+    """
+    import threading
+
+    names: list[str] = [socket.gethostname()]
+
+    def lookups() -> None:
+        with contextlib.suppress(OSError):
+            names.append(socket.getfqdn())
+        with contextlib.suppress(OSError):
+            names.extend(a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None))
+
+    worker = threading.Thread(target=lookups, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    with contextlib.suppress(OSError):
+        names.extend(_ipv4_of_interfaces())
+    names.extend(_ipv6_of_interfaces())
+    out: list[str] = []
+    for name in list(names):  # copy: a late lookup thread may still append
+        name = name.split("%")[0]  # an IPv6 zone index is not part of a Host header
+        if name and not is_loopback(name) and name not in out:
+            out.append(name)
+    return out
+
+
+def _host_header(name: str) -> str:
+    """How ``name`` appears in a Host header or URL (IPv6 addresses in brackets)."""
+    return f"[{name}]" if ":" in name else name
+
+
+def allowed_hosts(names: list[str]) -> list[str]:
+    """MLflow ``--allowed-hosts`` patterns: its defaults plus each of ``names`` with any port."""
+    patterns = list(MLFLOW_DEFAULT_ALLOWED_HOSTS)
+    for name in names:
+        host = _host_header(name)
+        # fnmatch treats '[' as a character class: '[[]' matches a literal bracket.
+        wildcard = f"{host.replace('[', '[[]', 1)}:*"
+        patterns += [p for p in (host, wildcard) if p not in patterns]
+    return patterns
+
+
+def cors_origins(names: list[str], port: int) -> list[str]:
+    """``--cors-allowed-origins``: the UI opened as ``http://NAME:PORT`` may change runs."""
+    return [f"http://{_host_header(n)}:{port}" for n in names]
+
+
+def network_args(host: str, port: int, extra_hosts: list[str] | None = None) -> list[str]:
+    """``mlflow server`` options that let clients use this machine's names when bound to ``host``.
+
+    Nothing for a loopback ``host`` (MLflow's defaults cover it), nor for a setting the user made
+    in ``MLFLOW_SERVER_ALLOWED_HOSTS`` / ``MLFLOW_SERVER_CORS_ALLOWED_ORIGINS``.
+    """
+    if is_loopback(host):
+        return []
+    names = [*machine_names(), *(extra_hosts or [])]
+    args = []
+    if not os.environ.get("MLFLOW_SERVER_ALLOWED_HOSTS"):
+        args += ["--allowed-hosts", ",".join(allowed_hosts(names))]
+    if not os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"):
+        args += ["--cors-allowed-origins", ",".join(cors_origins(names, port))]
+    return args
+
+
+def public_urls(host: str, port: int) -> list[str]:
+    """Addresses other machines use for a server bound to ``host`` (0.0.0.0: IPv4 only)."""
+    names = [host]
+    if host in ("0.0.0.0", "::", ""):
+        names = [n for n in machine_names() if host == "::" or ":" not in n]
+    return [f"http://{_host_header(n)}:{port}" for n in names]
+
+
 def _log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _flask_secret_key(state_dir: Path) -> str:
+    """The key MLflow's login pages sign their CSRF tokens with: made once, kept (mode 600)."""
+    import secrets
+
+    path = state_dir / SECRET_KEY_FILE
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -236,21 +414,33 @@ def start(
     state_dir: Path | None = None,
     artifacts_destination: str | None = None,
     timeout: float = 180.0,
+    extra_hosts: list[str] | None = None,
+    app_name: str | None = None,
 ) -> ServerInfo:
     """Start ``mlflow server`` in the background and return once ``/health`` answers.
 
     A server already running from ``state_dir`` is left as it is and returned.
 
+    Parameters
+    ----------
+    backend_store_uri : default ``$MLFLOW_BACKEND_STORE_URI``, else SQLite in ``state_dir``.
+    extra_hosts : names clients may use besides this machine's own (a DNS alias, a proxy's name);
+        they are allowed when ``host`` is not loopback.
+    app_name : passed as ``mlflow server --app-name``: ``basic-auth`` for MLflow's login (needs
+        ``pip install 'mlflow[auth]'`` and, on first start, ``MLFLOW_AUTH_ADMIN_PASSWORD``; the
+        CSRF key ``MLFLOW_FLASK_SERVER_SECRET_KEY`` is made and kept in ``state_dir`` if unset).
+
     Raises
     ------
     ValueError
-        For an unusable backend URI.
+        For an unusable backend URI (the message shows it redacted).
     RuntimeError
-        If the port is taken, or the server exits or stays silent for ``timeout`` seconds (the
-        message holds the end of ``server.log``).
+        If the port is taken, the backend does not answer, or the server exits or stays silent for
+        ``timeout`` seconds (the message holds the end of ``server.log``).
     """
     state_dir = (state_dir or default_state_dir()).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    backend_store_uri = backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or None
     current = read_info(state_dir)
     if current is not None and _alive(current.pid):
         if healthy(current.url):
@@ -263,28 +453,43 @@ def start(
             "--port (and the same port in tracking.uri)"
         )
     uri = normalize_backend_uri(backend_store_uri or default_backend_uri(state_dir))
+    try:
+        preflight(uri, timeout=min(10.0, timeout))
+    except TrackingUnavailable as err:
+        raise RuntimeError(str(err).replace("tracking URI", "backend store URI", 1)) from None
+    secrets = uri_secrets(uri)
     artifacts = artifacts_destination or str(state_dir / "artifacts")
     if "://" not in artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
+    secrets += uri_secrets(artifacts)
     log = state_dir / LOG_FILE
     marker = f"{state_dir}:{port}:{time.time_ns()}"
     cmd = [
         *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", uri),
         *("--serve-artifacts", "--artifacts-destination", artifacts),
         *("--host", host, "--port", str(port), "--workers", "1"),
     ]
+    if app_name:
+        cmd += ["--app-name", app_name]
+    cmd += network_args(host, port, extra_hosts)
     env = dict(os.environ)
+    if app_name == "basic-auth" and not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = _flask_secret_key(state_dir)
     env.update(
+        # In the environment, not on the command line: `ps` shows every user the command line.
+        MLFLOW_BACKEND_STORE_URI=uri,
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
         **{MARKER_VAR: marker},
     )
+    env[SECRETS_ENV] = "\n".join(secrets)
+    # start_new_session: own session and process group, detached from the caller's terminal. The
+    # group leader is a redacting filter that runs mlflow server and writes its output to the log.
     with open(log, "ab") as out:
-        # start_new_session: own session and process group, detached from the caller's terminal.
         proc = subprocess.Popen(
-            cmd,
+            [sys.executable, "-m", "bpttlab.uris", "--", *cmd],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -292,16 +497,16 @@ def start(
             env=env,
             start_new_session=True,
         )
-    info = ServerInfo(proc.pid, host, port, uri, artifacts, str(log), marker)
+    info = ServerInfo(proc.pid, host, port, redact(uri), redact(artifacts), str(log), marker)
     (state_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
     (state_dir / PID_FILE).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _clear(state_dir)
+            stop(state_dir)  # the filter, and anything the server started
             raise RuntimeError(
                 f"mlflow server exited with code {proc.returncode} before answering on "
-                f"{info.url}; end of {log}:\n{_log_tail(log)}"
+                f"{info.url}; end of {log}:\n{redact_text(_log_tail(log), secrets)}"
             )
         if healthy(info.url):
             return info
@@ -309,7 +514,7 @@ def start(
     stop(state_dir)
     raise RuntimeError(
         f"mlflow server did not answer {info.url}/health within {timeout:.0f} s; "
-        f"end of {log}:\n{_log_tail(log)}"
+        f"end of {log}:\n{redact_text(_log_tail(log), secrets)}"
     )
 
 
@@ -362,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend-store-uri",
         default=None,
-        help="sqlite:///ABS/PATH or postgresql://USER:PASSWORD@HOST:PORT/DB "
-        "(default: sqlite:///<state dir>/mlflow.db)",
+        help="sqlite:///ABS/PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (default: "
+        "$MLFLOW_BACKEND_STORE_URI, which keeps a password off the command line, else "
+        "sqlite:///<state dir>/mlflow.db)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -377,6 +583,15 @@ def main(argv: list[str] | None = None) -> int:
         help="pid file, log and default store (default: $BPTTLAB_SERVER_DIR or <project>/.server)",
     )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for /health")
+    parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="comma-separated extra names clients may use (a DNS alias, a proxy), besides this "
+        "machine's host name and addresses; only when --host is not loopback",
+    )
+    parser.add_argument(
+        "--app-name", default=None, help="mlflow server --app-name, e.g. basic-auth (a login)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -389,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.state_dir,
                 args.artifacts_destination,
                 args.timeout,
+                extra_hosts=[h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
+                app_name=args.app_name,
             )
             print(
                 f"mlflow server running: {info.url} (pid {info.pid}, ready after "
@@ -396,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  artifacts: {info.artifacts_destination}\n  log:       {info.log}\n"
                 f"  use it:    tracking=server  (or MLFLOW_TRACKING_URI={info.url})"
             )
+            if not is_loopback(info.host):
+                urls = " or ".join(public_urls(info.host, info.port))
+                print(f"  from other machines: tracking.uri={urls or '<this machine>'}")
+                if args.app_name != "basic-auth":
+                    print(NO_AUTH_WARNING.format(url=urls or info.url), file=sys.stderr)
             return 0
         if args.command == "stop":
             print("mlflow server stopped" if stop(args.state_dir) else "no mlflow server recorded")
@@ -409,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  backend: {info.backend_store_uri}")
         return 0 if ok else 1
     except (ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or ""
+        secrets = uri_secrets(backend)
+        print(f"error: {redact_text(str(err), secrets)}", file=sys.stderr)
         return 1
 
 

@@ -1,7 +1,9 @@
 """``make ui``: the MLflow UI on 127.0.0.1 against the project's store, in the foreground.
 
 One worker and MLflow's background job runner off, so Ctrl-C stops every process it started.
-The store is the one the sweeps write to (``MLFLOW_TRACKING_URI`` or ``<project>/mlflow.db``).
+The store is the one the sweeps write to (``MLFLOW_TRACKING_URI`` or ``<project>/mlflow.db``); it
+is checked first (:func:`bpttlab.uris.preflight`), so a store that cannot be used is a one-line
+error in seconds, and its URI reaches MLflow through the environment, never the command line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import sys
 
 from bpttlab.tracking import get_client, resolve_tracking_uri
+from bpttlab.uris import TrackingUnavailable, preflight, redact
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,26 +22,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--tracking-uri", default=None, help="store to show (default: the project's)")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to check the store")
     args = ap.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
+    shown = redact(uri)
+    try:
+        preflight(uri, timeout=args.timeout)
+    except TrackingUnavailable as err:
+        hint = " (make server starts the project's)" if uri.startswith("http") else ""
+        sys.exit(f"error: {err}{hint}")
     if uri.startswith(("http://", "https://")):
-        sys.exit(f"{uri} is a tracking server already: open it in a browser instead")
+        sys.exit(f"{shown} is a tracking server already: open it in a browser instead")
     get_client(uri)  # create the schema first so the UI starts on an empty store too
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    cmd = [
-        mlflow,
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--workers",
-        "1",
-    ]
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    env = dict(
+        os.environ,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_BACKEND_STORE_URI=uri,  # not on the command line, which every user can read
+    )
+    cmd = [mlflow, "ui", "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    from bpttlab import server
+
+    cmd += server.network_args(args.host, args.port)  # other machines may use this one's names
+    if not server.is_loopback(args.host):
+        urls = " or ".join(server.public_urls(args.host, args.port))
+        print(server.NO_AUTH_WARNING.format(url=urls or args.host), file=sys.stderr)
+    print(f"MLflow UI for {shown} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     os.execvpe(cmd[0], cmd, env)  # replace this process: Ctrl-C reaches mlflow directly
 
 
