@@ -355,6 +355,17 @@ def check_tracking_uri(uri: str | None) -> None:
             ) from None
 
 
+def check_reachable(uri: str | None) -> None:
+    """The store answers within seconds (a server's ``/health``, a database's connection)."""
+    from bpttlab.tracking import resolve_tracking_uri
+    from bpttlab.uris import TrackingUnavailable, check_tracking
+
+    try:
+        check_tracking(resolve_tracking_uri(uri))
+    except TrackingUnavailable as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def check_jobs(
     compose,
     overrides: Sequence[str],
@@ -389,5 +400,6 @@ def check_jobs(
         if cfg.tracking.enabled and cfg.tracking.uri not in uris_seen:
             uris_seen.add(cfg.tracking.uri)
             check_tracking_uri(cfg.tracking.uri)
+            check_reachable(cfg.tracking.uri)
         checked.append((job, cfg))
     return checked

@@ -99,6 +99,61 @@ def redact(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def strip_password(uri: str) -> tuple[str, str, str]:
+    """``(uri without its password, user, password)``; the password is ``""`` if there is none."""
+    parts = _split(uri) if "://" in uri else None
+    if parts is None:
+        return uri, "", ""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri, "", ""
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{user}@{hostport}" if user else hostport)
+    )
+    return bare, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+#: Where a password moved off a URI goes, per scheme: MLflow's HTTP client reads the first pair,
+#: libpq (PostgreSQL's client library) the second.
+_CREDENTIAL_ENV = {
+    "http": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+    "https": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+    "postgresql": ("", "PGPASSWORD"),
+}
+
+
+def move_credentials(argv: list[str], environ: MutableMapping[str, str]) -> list[str]:
+    """Move passwords off tracking URIs (``tracking.uri=...`` and ``$MLFLOW_TRACKING_URI``).
+
+    The password goes to the environment variable its client reads (``MLFLOW_TRACKING_PASSWORD``
+    for an MLflow server, ``PGPASSWORD`` for PostgreSQL), so it never reaches Hydra's config, its
+    ``.hydra/`` files, the run's params or a log line. URIs of other schemes are left as they are
+    (and redacted wherever they are shown).
+    """
+
+    def _move(uri: str) -> str:
+        scheme = _scheme(uri)
+        if scheme not in _CREDENTIAL_ENV:
+            return uri
+        bare, user, password = strip_password(uri)
+        if not password:
+            return uri
+        user_var, password_var = _CREDENTIAL_ENV[scheme]
+        if user_var and user:
+            environ[user_var] = user
+        environ[password_var] = password
+        return bare
+
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        out.append(f"{key}={_move(value)}" if eq and key.lstrip("+") == "tracking.uri" else arg)
+    if environ.get("MLFLOW_TRACKING_URI"):
+        environ["MLFLOW_TRACKING_URI"] = _move(environ["MLFLOW_TRACKING_URI"])
+    return out
+
+
 def uri_secrets(uri: str) -> list[str]:
     """The secret strings in ``uri`` (password, secret query values), as written and unquoted.
 

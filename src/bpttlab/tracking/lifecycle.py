@@ -1,0 +1,226 @@
+"""One run's life in the store, as one context manager.
+
+    with tracked_run(cfg) as run:
+        if not run.skipped:
+            run.summary = train(cfg, run.tracker)
+
+:func:`tracked_run` opens the run in the sweep's parent (or alone): a run whose config hash
+already FINISHED under the same parent is *skipped* (the summary comes from the store, nothing
+trains); an earlier FAILED or KILLED attempt of the same config is replaced. The run's params
+(the whole config, passwords redacted) and tags are written before training. On the way out the
+run is closed FINISHED, FAILED (the traceback saved as ``traceback.txt``, the error as a tag, and
+the exception swallowed: one failed run never kills a sweep) or KILLED (Ctrl-C/SIGTERM, or the
+sweep's driver died; the interrupt goes on), and Hydra's ``.hydra/`` folder is logged as the
+``hydra/`` artifact, redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bpttlab import config as C
+from bpttlab import tracking
+from bpttlab.tracking import processes
+from bpttlab.uris import redact_params, redact_text
+
+ENV_PARENT = "BPTTLAB_PARENT_RUN_ID"
+ENV_TOTAL = "BPTTLAB_SWEEP_TOTAL"
+ENV_START = "BPTTLAB_SWEEP_START"
+ENV_CODE = "BPTTLAB_CODE_VERSION"
+
+#: Paths whose local changes do not make the code version dirty: generated outputs.
+GENERATED = ("reports",)
+
+
+def code_version() -> str:
+    """``git`` commit of the project (``-dirty`` with local changes to tracked source files).
+
+    Generated outputs (``reports/``, rewritten by ``make report``) do not count as changes: a
+    report regenerated from the store does not change what the code computes.
+    """
+    if os.environ.get(ENV_CODE):
+        return os.environ[ENV_CODE]
+    from bpttlab import __version__
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(tracking.project_root()), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+
+    try:
+        sha = git("rev-parse", "--short=10", "HEAD").strip()
+        excluded = [f":(exclude){p}" for p in GENERATED]
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).strip()
+        return f"{__version__}+{sha}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def run_tags(cfg: C.Config, sweep_id: str = "") -> dict[str, str]:
+    """The tags every run carries (the axes of the study, for filtering in the MLflow UI)."""
+    return {
+        "bpttlab.role": "run",
+        "cell": cfg.model.cell.value,
+        "activation": cfg.activation.name.value,
+        "init": cfg.init.name.value,
+        "clip": cfg.clip.mode.value,
+        "optim": cfg.optim.name.value,
+        "task": cfg.task.name.value,
+        "seq_len": str(cfg.task.seq_len),
+        "seed": str(cfg.seed),
+        "sweep_id": sweep_id,
+        "config_hash": C.config_hash(cfg),
+        "code_version": code_version(),
+        "experiment_file": cfg.study,
+    }
+
+
+def children(client, experiment_id: str, parent_id: str, extra: str = "") -> list:
+    """Every child run of ``parent_id`` (all pages), optionally filtered further."""
+    flt = f"tags.`mlflow.parentRunId` = '{parent_id}'" + (f" and {extra}" if extra else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], flt, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def hydra_output_dir() -> Path | None:
+    """The job's Hydra output folder, or None outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ValueError, ImportError):
+        return None
+
+
+@dataclass
+class Run:
+    """What the body of :func:`tracked_run` sees and fills in."""
+
+    cfg: C.Config
+    name: str
+    tracker: Any = None
+    skipped: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    status: str = "RUNNING"
+    client: Any = None
+    experiment_id: str = ""
+    parent_id: str | None = None
+
+
+def _finished_before(client, exp_id: str, parent_id: str, chash: str) -> list:
+    return children(client, exp_id, parent_id, f"tags.config_hash = '{chash}'")
+
+
+def _log_hydra_dir(tracker, hydra_dir: Path) -> None:
+    """Log ``.hydra/`` as the ``hydra/`` artifact, every file redacted (on disk too)."""
+    if not hydra_dir.is_dir():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(hydra_dir.iterdir()):
+            if path.is_file():
+                text = redact_text(path.read_text(errors="replace"))
+                if text != path.read_text(errors="replace"):
+                    path.write_text(text)  # the on-disk record keeps no secret either
+                (Path(tmp) / path.name).write_text(text)
+        tracker.log_artifacts(tmp, "hydra")
+
+
+@contextmanager
+def tracked_run(cfg: C.Config) -> Iterator[Run]:
+    """Open, record and close one run; see the module docstring."""
+    run = Run(cfg=cfg, name=C.run_name(cfg))
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
+    parent_id = os.environ.get(ENV_PARENT) or None
+    client = tracking.get_client(uri)
+    exp_id = tracking.get_or_create_experiment(client, cfg.tracking.experiment, uri)
+    run.client, run.experiment_id, run.parent_id = client, exp_id, parent_id
+    chash = C.config_hash(cfg)
+    sweep_id = ""
+    if parent_id:
+        sweep_id = client.get_run(parent_id).data.tags.get("sweep_id", "")
+        previous = _finished_before(client, exp_id, parent_id, chash)
+        finished = [r for r in previous if r.info.status == "FINISHED"]
+        if finished:
+            run.skipped, run.status = True, "FINISHED"
+            run.summary = dict(finished[0].data.metrics, skipped=1)
+            yield run
+            return
+        for stale in previous:  # an earlier attempt that failed or was killed: replace it
+            client.delete_run(stale.info.run_id)
+
+    tracker = tracking.MlflowTracker.start(
+        uri,
+        cfg.tracking.experiment,
+        run.name,
+        tags=run_tags(cfg, sweep_id),
+        parent_run_id=parent_id,
+        client=client,
+        experiment_id=exp_id,
+    )
+    run.tracker = tracker
+
+    def _orphaned() -> None:  # the sweep's driver died: close this run before the worker exits
+        client.set_tag(tracker.run_id, "bpttlab.closed_reason", "the sweep's driver died")
+        client.set_terminated(tracker.run_id, "KILLED")
+
+    processes.on_orphaned(_orphaned)
+    status = "FAILED"
+    try:
+        tracker.log_params(redact_params(C.flatten(C.to_dict(cfg))))
+        yield run
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        _close(tracker, status, reason="interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except Exception as exc:  # recorded, not raised: one failed run never kills a sweep
+        error = redact_text(f"{type(exc).__name__}: {exc}")
+        run.summary = {"failed": 1, "error": error}
+        print(f"FAILED {run.name}: {error}", file=sys.stderr, flush=True)
+        try:
+            tracker.log_text(redact_text(traceback.format_exc()), "traceback.txt")
+            tracker.set_tags({"error": error[:5000]})
+        except Exception as log_exc:  # the store itself failed (disk full, server gone)
+            print(f"  could not record the failure: {log_exc}", file=sys.stderr, flush=True)
+    finally:
+        processes.forget(_orphaned)
+    if status != "KILLED":
+        _close(tracker, status)
+    run.status = status
+    run.summary["run_id"] = tracker.run_id
+
+
+def _close(tracker, status: str, reason: str = "") -> None:
+    """Log ``.hydra/`` and close the run; a store that fails here costs one line, not the sweep."""
+    try:
+        hydra_dir = hydra_output_dir()
+        if hydra_dir is not None:
+            _log_hydra_dir(tracker, hydra_dir / ".hydra")
+        tags = {"tracking_seconds": f"{tracker.seconds:.3f}"}
+        if reason:
+            tags["bpttlab.closed_reason"] = reason
+        tracker.set_tags(tags)
+    except Exception as exc:
+        print(f"  could not finish recording {tracker.run_id}: {exc}", file=sys.stderr)
+    try:
+        tracker.end(status)
+    except Exception as exc:
+        print(
+            f"  could not close run {tracker.run_id} as {status}: {exc} (the next start of "
+            "this sweep closes it)",
+            file=sys.stderr,
+            flush=True,
+        )

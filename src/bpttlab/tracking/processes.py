@@ -1,0 +1,105 @@
+"""Processes of a sweep: workers never outlive their driver, and a stop ends them all in seconds.
+
+- :func:`kill_descendants` ends every process this one started (the launcher's workers, their
+  resource trackers): SIGTERM, a short grace, then SIGKILL.
+- :func:`watch_driver` runs in a worker: a daemon thread that notices when the sweep's driver has
+  died (the worker is re-parented) and then closes the worker's run as KILLED and exits, so a
+  SIGKILLed driver leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+ENV_DRIVER_PID = "BPTTLAB_DRIVER_PID"
+
+_watch_started = False
+_on_orphaned: list[Callable[[], None]] = []
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """PIDs of every process below ``pid`` (default: this one), children first."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid or os.getpid())
+        return [p.pid for p in proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _is_resource_tracker(proc) -> bool:
+    try:
+        return "resource_tracker" in " ".join(proc.cmdline())
+    except Exception:
+        return False
+
+
+def kill_descendants(grace: float = 3.0, trackers: bool = False) -> int:
+    """SIGTERM every descendant, SIGKILL those still alive after ``grace`` s; return how many.
+
+    The launcher's resource trackers (which clean up shared memory, and exit by themselves once
+    their workers and this process are gone) are left alone unless ``trackers``: killing them
+    while this process lives makes the launcher start new ones that complain at exit.
+    """
+    import psutil
+
+    try:
+        procs = psutil.Process(os.getpid()).children(recursive=True)
+    except psutil.Error:
+        return 0
+    if not trackers:
+        procs = [p for p in procs if not _is_resource_tracker(p)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return len(procs)
+
+
+def on_orphaned(callback: Callable[[], None]) -> None:
+    """Run ``callback`` (best effort, a few seconds at most) before an orphaned worker exits."""
+    _on_orphaned.append(callback)
+
+
+def forget(callback: Callable[[], None]) -> None:
+    """Undo :func:`on_orphaned` (the run it closes has been closed)."""
+    if callback in _on_orphaned:
+        _on_orphaned.remove(callback)
+
+
+def watch_driver(interval: float = 1.0) -> bool:
+    """In a sweep worker: exit when the driver (``$BPTTLAB_DRIVER_PID``) is gone.
+
+    Armed only when this process's parent is the driver (a local launcher's worker); a Ray worker
+    on another machine, or the driver itself, does not watch. Returns whether it is armed.
+    """
+    global _watch_started
+    driver = os.environ.get(ENV_DRIVER_PID, "")
+    if _watch_started or not driver.isdigit() or os.getppid() != int(driver):
+        return _watch_started
+    _watch_started = True
+
+    def _watch() -> None:
+        while os.getppid() == int(driver):
+            time.sleep(interval)
+        for callback in list(_on_orphaned):
+            done = threading.Thread(target=callback, daemon=True)
+            done.start()
+            done.join(timeout=5.0)
+        os._exit(1)
+
+    threading.Thread(target=_watch, name="bpttlab-driver-watch", daemon=True).start()
+    return True
