@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from bpttlab import sweep
+from bpttlab import __main__ as sweep
 
 REFUSALS = [
     # (argv, words the message must contain)

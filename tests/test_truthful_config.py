@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from bpttlab import config as C
 from bpttlab import preflight as P
-from bpttlab.sweep import run_tags
 from bpttlab.tracking import project_root
+from bpttlab.tracking.lifecycle import run_tags
 
 ROOT = project_root()
 CONF = ROOT / "conf"
