@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpttlab.activations import Activation, sigmoid_for_size
+from bpttlab.activations import Activation, sigmoid_of_negated
 from bpttlab.models.base import chunk_steps, fresh, previous_states, reversed_chunks
 
 __all__ = ["GATES", "GRUCache", "backward", "forward"]
@@ -83,11 +83,15 @@ def forward(
     hs : ndarray (T, B, H)
     cache : GRUCache
     """
-    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
-    b_ih, b_hh = params["bias_ih"], params["bias_hh"]
     n_steps, batch, n_in = x.shape
-    hidden = w_hh.shape[1]
+    hidden = params["weight_hh"].shape[1]
     h2 = 2 * hidden
+    # copies with the r and z rows negated: their pre-activations arrive as -a, ready for
+    # σ(a) = 1 / (1 + e^{-a}) without a separate negation
+    w_ih, w_hh = params["weight_ih"].copy(), params["weight_hh"].copy()
+    b_ih, b_hh = params["bias_ih"].copy(), params["bias_hh"].copy()
+    for w in (w_ih, w_hh, b_ih, b_hh):
+        w[:h2] *= -1.0
     # all input projections in one matmul; b_hr, b_hz fold in, b_hn stays inside the reset product
     gates = alloc("gates", (n_steps, batch, 3 * hidden), w_hh.dtype)
     np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=gates.reshape(n_steps * batch, -1))
@@ -100,8 +104,7 @@ def forward(
     rh = np.empty((batch, hidden), dtype=gates.dtype)
     w_hh_t = w_hh.T
     recurrent_rz, recurrent_n = recurrent[:, :h2], recurrent[:, h2:]
-    act = activation.fn
-    sigmoid = sigmoid_for_size(batch * h2)
+    act = activation.kernel(gates.dtype)
     # per-step views, made by iterating in C rather than by slicing inside the loop
     steps = zip(
         gates[:, :, :h2],
@@ -113,27 +116,28 @@ def forward(
         strict=True,
     )
     h_prev = h0
-    for rz, r, z, n, hn_t, h_t in steps:
-        if h_prev is None:
-            hn_t[...] = b_hn
-        else:
-            np.dot(h_prev, w_hh_t, out=recurrent)
-            rz += recurrent_rz
-            np.add(recurrent_n, b_hn, out=hn_t)
-        sigmoid(rz, out=rz)
-        # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
-        np.multiply(r, hn_t, out=rh)
-        n += rh
-        act(n, out=n)
-        # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
-        if h_prev is None:
-            np.multiply(z, n, out=h_t)
-            np.subtract(n, h_t, out=h_t)
-        else:
-            np.subtract(h_prev, n, out=h_t)
-            h_t *= z
-            h_t += n
-        h_prev = h_t
+    with np.errstate(over="ignore"):  # e^{-a} = inf gives σ(a) = 0 exactly
+        for rz, r, z, n, hn_t, h_t in steps:
+            if h_prev is None:
+                hn_t[...] = b_hn
+            else:
+                np.dot(h_prev, w_hh_t, out=recurrent)
+                rz += recurrent_rz
+                np.add(recurrent_n, b_hn, out=hn_t)
+            sigmoid_of_negated(rz, out=rz)
+            # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+            np.multiply(r, hn_t, out=rh)
+            n += rh
+            act(n, out=n)
+            # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
+            if h_prev is None:
+                np.multiply(z, n, out=h_t)
+                np.subtract(n, h_t, out=h_t)
+            else:
+                np.subtract(h_prev, n, out=h_t)
+                h_t *= z
+                h_t += n
+            h_prev = h_t
     return hs, GRUCache(x=x, h0=h0, gates=gates, hn=hn, hs=hs, activation=activation)
 
 

@@ -79,14 +79,15 @@ def forward(
     hs += params["bias_ih"] + params["bias_hh"]
     w_hh_t = w_hh.T
     recurrent = np.empty((batch, hidden), dtype=hs.dtype)
-    act = activation.fn
+    act = activation.kernel(hs.dtype)
     h_prev = h0
-    for z_t in hs:  # per-step views
-        if h_prev is not None:
-            np.dot(h_prev, w_hh_t, out=recurrent)
-            z_t += recurrent
-        act(z_t, out=z_t)
-        h_prev = z_t
+    with np.errstate(over="ignore"):  # exp-based activations overflow harmlessly to inf
+        for z_t in hs:  # per-step views
+            if h_prev is not None:
+                np.dot(h_prev, w_hh_t, out=recurrent)
+                z_t += recurrent
+            act(z_t, out=z_t)
+            h_prev = z_t
     return hs, RNNCache(x=x, h0=h0, hs=hs, activation=activation)
 
 
