@@ -153,6 +153,28 @@ class Activation:
             return self.fn_float64
         return self.fn
 
+    def scaled_kernel(self, dtype: np.dtype | type) -> tuple[float, Callable[..., np.ndarray]]:
+        """``(s, fn)`` with ``fn(s·z) = f(z)``, the fastest way to apply ``f`` in a hot loop.
+
+        Where ``f`` has an exp form that beats ``kernel(dtype)`` (the sigmoid; tanh in float64),
+        a kernel that scales its weights by ``s`` (a power of two, so exactly) saves one pass:
+        ``fn(m) = p / (1 + e^{m}) + q``. Otherwise ``s = 1`` and ``fn = kernel(dtype)``. Same
+        warning rule as ``fn``.
+        """
+        if self.exp_form is None or (self.fn_float64 is not None and np.dtype(dtype) != np.float64):
+            return 1.0, self.kernel(dtype)
+        scale, mul, add = self.exp_form
+
+        def from_scaled(m, out=None):
+            out = np.exp(m, out=out)
+            out += 1.0
+            np.divide(mul, out, out=out)
+            if add:
+                out += add
+            return out
+
+        return scale, from_scaled
+
     def __call__(self, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Apply ``h = f(z)``; ``out`` may be ``z`` itself (in place). No overflow warnings."""
         with np.errstate(over="ignore"):
