@@ -88,10 +88,16 @@ def forward(
     h2 = 2 * hidden
     # copies with the r and z rows negated: their pre-activations arrive as -a, ready for
     # σ(a) = 1 / (1 + e^{-a}) without a separate negation
+    # σ(a) = 1 / (1 + e^{-a}) without a separate negation; likewise the n rows are scaled by the
+    # candidate's s (φ evaluated as act(s·a_n), see Activation.scaled_kernel; s = 1 if none).
+    # Scaling by a power of two is exact, and s·a_n = s·a_in + r ⊙ (s·hn) stays linear.
+    n_scale, act = activation.scaled_kernel(params["weight_hh"].dtype)
     w_ih, w_hh = params["weight_ih"].copy(), params["weight_hh"].copy()
     b_ih, b_hh = params["bias_ih"].copy(), params["bias_hh"].copy()
     for w in (w_ih, w_hh, b_ih, b_hh):
         w[:h2] *= -1.0
+        if n_scale != 1.0:
+            w[h2:] *= n_scale
     # all input projections in one matmul; b_hr, b_hz fold in, b_hn stays inside the reset product
     gates = alloc("gates", (n_steps, batch, 3 * hidden), w_hh.dtype)
     np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=gates.reshape(n_steps * batch, -1))
@@ -101,10 +107,9 @@ def forward(
     hs = alloc("hs", (n_steps, batch, hidden), gates.dtype)
     hn = alloc("hn", (n_steps, batch, hidden), gates.dtype)
     recurrent = np.empty((batch, 3 * hidden), dtype=gates.dtype)
-    rh = np.empty((batch, hidden), dtype=gates.dtype)
+    n_t = np.empty((batch, hidden), dtype=gates.dtype)
     w_hh_t = w_hh.T
     recurrent_rz, recurrent_n = recurrent[:, :h2], recurrent[:, h2:]
-    act = activation.kernel(gates.dtype)
     # per-step views, made by iterating in C rather than by slicing inside the loop
     steps = zip(
         gates[:, :, :h2],
@@ -126,18 +131,22 @@ def forward(
                 np.add(recurrent_n, b_hn, out=hn_t)
             sigmoid_of_negated(rz, out=rz)
             # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
-            np.multiply(r, hn_t, out=rh)
-            n += rh
-            act(n, out=n)
+            # φ on a contiguous copy: ufuncs over the strided n block cost a loop per row
+            np.multiply(r, hn_t, out=n_t)
+            n_t += n
+            act(n_t, out=n_t)
+            np.copyto(n, n_t)
             # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
             if h_prev is None:
-                np.multiply(z, n, out=h_t)
-                np.subtract(n, h_t, out=h_t)
+                np.multiply(z, n_t, out=h_t)
+                np.subtract(n_t, h_t, out=h_t)
             else:
-                np.subtract(h_prev, n, out=h_t)
+                np.subtract(h_prev, n_t, out=h_t)
                 h_t *= z
-                h_t += n
+                h_t += n_t
             h_prev = h_t
+    if n_scale != 1.0:
+        hn *= 1.0 / n_scale  # the cache holds W_hn h_{t-1} + b_hn itself (exact: power of two)
     return hs, GRUCache(x=x, h0=h0, gates=gates, hn=hn, hs=hs, activation=activation)
 
 
