@@ -145,6 +145,13 @@ def forward(
     )
     g_pre = None if exp_form is not None else np.empty((batch, hidden), dtype=dtype)
     g_affine = exp_form is not None and (g_mul, g_add) != (1.0, 0.0)
+    if g_affine:
+        # whole-row numerator and offset, p and q on the g block, 1 and 0 on the gates: two
+        # contiguous passes instead of two over the strided g block (about 3x dearer each)
+        numerator = np.ones((batch, 4 * hidden), dtype=dtype)
+        numerator[:, :hidden] = g_mul
+        offset = np.zeros((batch, 4 * hidden), dtype=dtype)
+        offset[:, :hidden] = g_add
     h_prev, c_prev = h0, c0
     with np.errstate(over="ignore"):  # e^{-a} = inf gives σ(a) = 0 exactly
         for a_t, g, i, f, o, c_t, tc_t, h_t in steps:
@@ -153,12 +160,15 @@ def forward(
                 a_t += recurrent
             if g_pre is not None:
                 np.copyto(g_pre, g)
-            sigmoid_of_negated(a_t, out=a_t)  # 1 / (1 + e^{s·a}) over the whole row
+            if g_affine:  # p / (1 + e^{s·a}) + q over the whole row: tanh(a) = 2 σ(2a) - 1
+                np.exp(a_t, out=a_t)
+                a_t += 1.0
+                np.divide(numerator, a_t, out=a_t)
+                a_t += offset
+            else:
+                sigmoid_of_negated(a_t, out=a_t)  # 1 / (1 + e^{s·a}) over the whole row
             if g_pre is not None:
                 act(g_pre, out=g)
-            elif g_affine:
-                g *= g_mul  # tanh(a) = 2 σ(2a) - 1
-                g += g_add
             np.multiply(i, g, out=c_t)
             if c_prev is not None:
                 np.multiply(f, c_prev, out=fc)
