@@ -222,6 +222,7 @@ def backward(
     partner_buffer = np.empty((chunk, batch, 4 * hidden), dtype=dtype)
     o_dtc_buffer = np.empty((chunk, batch, hidden), dtype=dtype)
     c_prev_buffer = np.empty((chunk, batch, hidden), dtype=dtype)
+    f_buffer = np.empty((chunk, batch, hidden), dtype=dtype)
     for t0, t1 in reversed_chunks(n_steps, chunk):
         k = t1 - t0
         g, i, f, o = (gates[t0:t1, :, j * hidden : (j + 1) * hidden] for j in range(4))
@@ -242,13 +243,17 @@ def backward(
         partner_c = partner.reshape(k, batch, 4, hidden)[:, :, :3]
         # ∂h_t/∂c_t = o_t ⊙ φ'(c_t)
         o_dtc = act.deriv(tcs[t0:t1], out=o_dtc_buffer[:k])
+        # f_t copied once per chunk to contiguous steps: a per-step product with the strided
+        # block costs about three contiguous ones
+        f_steps = f_buffer[:k]
+        np.copyto(f_steps, f)
         o_dtc *= o
         steps = zip(
             range(t1 - 1, t0 - 1, -1),
             o_dtc[::-1],
             partner_c[::-1],
             partner[::-1, :, h3:],
-            f[::-1],
+            f_steps[::-1],
             strict=True,
         )
         for t, o_dtc_t, partner_c_t, partner_o_t, f_t in steps:
