@@ -182,7 +182,9 @@ def backward(
 
     dh = np.empty_like(hs)
     dn = alloc("dn", hs.shape, dtype)  # ∂L/∂a_n
-    dhh = alloc("dhh", (n_steps, batch, 3 * hidden), dtype)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
+    dhh = alloc(
+        "dhh", (n_steps, batch, 3 * hidden), dtype
+    )  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
     # per-step views, made by iterating in C rather than by slicing inside the loop
     dh_steps, dn_steps, dhh_steps = list(dh), list(dn), list(dhh)
     dhh_r_steps = list(dhh[:, :, :hidden])
