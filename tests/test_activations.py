@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from bpttlab.activations import ACTIVATIONS, get_activation, sigmoid
+from bpttlab.activations import ACTIVATIONS, get_activation, sigmoid, sigmoid_of_negated
 
 REFERENCE = {
     "tanh": np.tanh,
@@ -55,7 +55,7 @@ def test_in_place_forward_and_out_buffers(name):
         act.deriv(buf, out=buf)
 
 
-@pytest.mark.parametrize("size", [10, 100_000])  # both code paths of the sigmoid
+@pytest.mark.parametrize("size", [10, 100_000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_is_overflow_free_and_exact(size, dtype):
     z = np.linspace(-1000, 1000, size).astype(dtype)
@@ -67,6 +67,56 @@ def test_sigmoid_is_overflow_free_and_exact(size, dtype):
     z = np.linspace(-20, 20, size)
     tol = 1e-6 if dtype == np.float32 else 1e-15
     np.testing.assert_allclose(sigmoid(z.astype(dtype)), REFERENCE["sigmoid"](z), atol=tol)
+    # the exp form is exact relative to the value too, far into the tails
+    z = np.linspace(-700, 30, 7301)
+    np.testing.assert_allclose(sigmoid(z), REFERENCE["sigmoid"](z), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_agree_with_the_activation_and_saturate_without_warnings(name, dtype):
+    """``kernel(dtype)`` (what the hot loops call, inside errstate) gives the activation's values;
+    calling the activation on huge inputs gives the limits and no floating-point warning."""
+    act = get_activation(name)
+    z = np.linspace(-30, 30, 6001).astype(dtype)
+    with np.errstate(over="ignore"):
+        fast = act.kernel(dtype)(z.copy())
+    assert fast.dtype == dtype
+    tol = 1e-6 if dtype == np.float32 else 4e-16
+    np.testing.assert_allclose(fast, REFERENCE[name](z.astype(np.float64)), rtol=0, atol=tol)
+    huge = np.array([-1e30, -1e4, -800.0, 800.0, 1e4, 1e30], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = act(huge)
+    with np.errstate(over="ignore"):  # the plain formula's e^{-z} overflows to inf here
+        expected = REFERENCE[name](huge.astype(np.float64)).astype(dtype)
+    np.testing.assert_array_equal(h, expected)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_exp_form_is_the_function(name):
+    """``f(z) = p / (1 + e^{s z}) + q``, the identity the LSTM kernel uses to fuse its gates."""
+    s, p, q = get_activation(name).exp_form
+    z = np.linspace(-15, 15, 301)
+    np.testing.assert_allclose(p / (1 + np.exp(s * z)) + q, REFERENCE[name](z), atol=1e-15)
+    assert get_activation("relu").exp_form is None and get_activation("identity").exp_form is None
+
+
+def test_sigmoid_of_negated_takes_minus_the_argument():
+    z = np.linspace(-40, 40, 81)
+    np.testing.assert_allclose(sigmoid_of_negated(-z), REFERENCE["sigmoid"](z), rtol=1e-15)
+    buf = -z
+    assert sigmoid_of_negated(buf, out=buf) is buf
+
+
+def test_no_scipy_import():
+    """The activations and models need NumPy alone (scipy.special costs most of a second)."""
+    import subprocess
+    import sys
+
+    code = "import sys, bpttlab.models; print('scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_linear_is_an_alias_of_identity():

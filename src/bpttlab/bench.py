@@ -45,6 +45,8 @@ __all__ = ["ENGINE_SHAPES", "SECTIONS", "bench_engine", "main", "matmul_flops", 
 #: (B, I, H, T) shapes of the engine section.
 ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
     (1, 1, 16, 100),
+    (32, 2, 32, 100),  # the study's shapes: adding/temporal-order and latch/copy/digits runs
+    (20, 6, 50, 100),
     (32, 2, 128, 100),
     (64, 8, 256, 200),
 )

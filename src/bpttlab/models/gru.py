@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpttlab.activations import Activation, sigmoid_for_size
+from bpttlab.activations import Activation, sigmoid_of_negated
 from bpttlab.models.base import chunk_steps, fresh, previous_states, reversed_chunks
 
 __all__ = ["GATES", "GRUCache", "backward", "forward"]
@@ -41,8 +41,9 @@ class GRUCache:
     x : ndarray (T, B, I)
     h0 : ndarray (B, H) or None
         Initial state; ``None`` means zeros.
-    gates : ndarray (T, B, 3H)
-        ``r_t, z_t, n_t``.
+    rzn : ndarray (3, T, B, H)
+        ``r_t``, ``z_t``, ``n_t``: one contiguous ``(T, B, H)`` array per gate, so that every
+        per-step operation runs over contiguous memory.
     hn : ndarray (T, B, H)
         ``W_hn h_{t-1} + b_hn``, the term the reset gate multiplies.
     hs : ndarray (T, B, H)
@@ -51,10 +52,15 @@ class GRUCache:
 
     x: np.ndarray
     h0: np.ndarray | None
-    gates: np.ndarray
+    rzn: np.ndarray
     hn: np.ndarray
     hs: np.ndarray
     activation: Activation
+
+    @property
+    def gates(self) -> np.ndarray:
+        """``(T, B, 3H)``: ``r_t, z_t, n_t`` side by side in PyTorch's row order (a new array)."""
+        return np.concatenate(tuple(self.rzn), axis=2)
 
 
 def forward(
@@ -83,58 +89,66 @@ def forward(
     hs : ndarray (T, B, H)
     cache : GRUCache
     """
-    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
-    b_ih, b_hh = params["bias_ih"], params["bias_hh"]
     n_steps, batch, n_in = x.shape
-    hidden = w_hh.shape[1]
+    hidden = params["weight_hh"].shape[1]
     h2 = 2 * hidden
-    # all input projections in one matmul; b_hr, b_hz fold in, b_hn stays inside the reset product
-    gates = alloc("gates", (n_steps, batch, 3 * hidden), w_hh.dtype)
-    np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=gates.reshape(n_steps * batch, -1))
-    gates += b_ih
-    gates[..., :h2] += b_hh[:h2]
+    # copies with the r and z rows negated: their pre-activations arrive as -a, ready for
+    # σ(a) = 1 / (1 + e^{-a}) without a separate negation
+    # σ(a) = 1 / (1 + e^{-a}) without a separate negation; likewise the n rows are scaled by the
+    # candidate's s (φ evaluated as act(s·a_n), see Activation.scaled_kernel; s = 1 if none).
+    # Scaling by a power of two is exact, and s·a_n = s·a_in + r ⊙ (s·hn) stays linear.
+    n_scale, act = activation.scaled_kernel(params["weight_hh"].dtype)
+    w_ih, w_hh = params["weight_ih"].copy(), params["weight_hh"].copy()
+    b_ih, b_hh = params["bias_ih"].copy(), params["bias_hh"].copy()
+    for w in (w_ih, w_hh, b_ih, b_hh):
+        w[:h2] *= -1.0
+        if n_scale != 1.0:
+            w[h2:] *= n_scale
+    # all input projections, one matmul per gate block; b_hr, b_hz fold in, b_hn stays inside the
+    # reset product
+    dtype = w_hh.dtype
+    rows = n_steps * batch
+    rzn = alloc("rzn", (3, n_steps, batch, hidden), dtype)
+    x_rows = x.reshape(rows, n_in)
+    for k in range(3):
+        block = slice(k * hidden, (k + 1) * hidden)
+        np.dot(x_rows, w_ih[block].T, out=rzn[k].reshape(rows, hidden))
+        rzn[k] += b_ih[block] + b_hh[block] if k < 2 else b_ih[block]
     b_hn = b_hh[h2:]
-    hs = alloc("hs", (n_steps, batch, hidden), gates.dtype)
-    hn = alloc("hn", (n_steps, batch, hidden), gates.dtype)
-    recurrent = np.empty((batch, 3 * hidden), dtype=gates.dtype)
-    rh = np.empty((batch, hidden), dtype=gates.dtype)
+    hs = alloc("hs", (n_steps, batch, hidden), dtype)
+    hn = alloc("hn", (n_steps, batch, hidden), dtype)
+    recurrent = np.empty((batch, 3 * hidden), dtype=dtype)
+    rh = np.empty((batch, hidden), dtype=dtype)
     w_hh_t = w_hh.T
-    recurrent_rz, recurrent_n = recurrent[:, :h2], recurrent[:, h2:]
-    act = activation.fn
-    sigmoid = sigmoid_for_size(batch * h2)
-    # per-step views, made by iterating in C rather than by slicing inside the loop
-    steps = zip(
-        gates[:, :, :h2],
-        gates[:, :, :hidden],
-        gates[:, :, hidden:h2],
-        gates[:, :, h2:],
-        hn,
-        hs,
-        strict=True,
-    )
+    rec_r, rec_z, rec_n = recurrent[:, :hidden], recurrent[:, hidden:h2], recurrent[:, h2:]
     h_prev = h0
-    for rz, r, z, n, hn_t, h_t in steps:
-        if h_prev is None:
-            hn_t[...] = b_hn
-        else:
-            np.dot(h_prev, w_hh_t, out=recurrent)
-            rz += recurrent_rz
-            np.add(recurrent_n, b_hn, out=hn_t)
-        sigmoid(rz, out=rz)
-        # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
-        np.multiply(r, hn_t, out=rh)
-        n += rh
-        act(n, out=n)
-        # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
-        if h_prev is None:
-            np.multiply(z, n, out=h_t)
-            np.subtract(n, h_t, out=h_t)
-        else:
-            np.subtract(h_prev, n, out=h_t)
-            h_t *= z
-            h_t += n
-        h_prev = h_t
-    return hs, GRUCache(x=x, h0=h0, gates=gates, hn=hn, hs=hs, activation=activation)
+    with np.errstate(over="ignore"):  # e^{-a} = inf gives σ(a) = 0 exactly
+        for r, z, n, hn_t, h_t in zip(rzn[0], rzn[1], rzn[2], hn, hs, strict=True):
+            if h_prev is None:
+                hn_t[...] = b_hn
+            else:
+                np.dot(h_prev, w_hh_t, out=recurrent)
+                r += rec_r
+                z += rec_z
+                np.add(rec_n, b_hn, out=hn_t)
+            sigmoid_of_negated(r, out=r)
+            sigmoid_of_negated(z, out=z)
+            # n_t = φ(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+            np.multiply(r, hn_t, out=rh)
+            n += rh
+            act(n, out=n)
+            # h_t = n_t + z_t ⊙ (h_{t-1} - n_t)
+            if h_prev is None:
+                np.multiply(z, n, out=h_t)
+                np.subtract(n, h_t, out=h_t)
+            else:
+                np.subtract(h_prev, n, out=h_t)
+                h_t *= z
+                h_t += n
+            h_prev = h_t
+    if n_scale != 1.0:
+        hn *= 1.0 / n_scale  # the cache holds W_hn h_{t-1} + b_hn itself (exact: power of two)
+    return hs, GRUCache(x=x, h0=h0, rzn=rzn, hn=hn, hs=hs, activation=activation)
 
 
 def backward(
@@ -159,7 +173,7 @@ def backward(
         Total derivative ``δ_t = ∂L/∂h_t``.
     """
     w_hh = params["weight_hh"]
-    x, gates, hn, hs = cache.x, cache.gates, cache.hn, cache.hs
+    x, rzn, hn, hs = cache.x, cache.rzn, cache.hn, cache.hs
     act = cache.activation
     n_steps, batch, hidden = hs.shape
     h2 = 2 * hidden
@@ -168,29 +182,31 @@ def backward(
 
     dh = np.empty_like(hs)
     dn = alloc("dn", hs.shape, dtype)  # ∂L/∂a_n
-    dhh = alloc("dhh", gates.shape, dtype)  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
+    dhh = alloc(
+        "dhh", (n_steps, batch, 3 * hidden), dtype
+    )  # ∂L/∂(W_hh h_{t-1} + b_hh): [∂a_r, ∂a_z, ∂a_n ⊙ r]
     # per-step views, made by iterating in C rather than by slicing inside the loop
     dh_steps, dn_steps, dhh_steps = list(dh), list(dn), list(dhh)
     dhh_r_steps = list(dhh[:, :, :hidden])
     dhh_z_steps = list(dhh[:, :, hidden:h2])
     dhh_n_steps = list(dhh[:, :, h2:])
-    z_steps = list(gates[:, :, hidden:h2])
+    z_steps = list(rzn[1])
     carry = np.empty((batch, hidden), dtype=dtype)
     chunk = min(chunk_steps(batch, 3 * hidden), n_steps)
-    dsig_buffer = np.empty((chunk, batch, h2), dtype=dtype)
+    dsig_buffer = np.empty((2, chunk, batch, hidden), dtype=dtype)
     factor_buffers = np.empty((4, chunk, batch, hidden), dtype=dtype)
     for t0, t1 in reversed_chunks(n_steps, chunk):
         k = t1 - t0
-        r, z, n = (gates[t0:t1, :, j * hidden : (j + 1) * hidden] for j in range(3))
+        r, z, n = rzn[:, t0:t1]
         h_prev = previous_states(hs, t0, t1, cache.h0, factor_buffers[3])
         # local factors of the chunk, from stored outputs
-        dsig = np.subtract(1.0, gates[t0:t1, :, :h2], out=dsig_buffer[:k])
-        dsig *= gates[t0:t1, :, :h2]  # σ'(a_r), σ'(a_z)
+        dsig = np.subtract(1.0, rzn[:2, t0:t1], out=dsig_buffer[:, :k])
+        dsig *= rzn[:2, t0:t1]  # σ'(a_r), σ'(a_z)
         dn_factor = act.deriv(n, out=factor_buffers[0, :k])  # ∂L/∂a_n = δ_t ⊙ dn_factor
         dn_factor *= np.subtract(1.0, z, out=factor_buffers[1, :k])
         dz_factor = np.subtract(h_prev, n, out=factor_buffers[1, :k])  # ∂L/∂a_z = δ_t ⊙ dz_factor
-        dz_factor *= dsig[..., hidden:]
-        dr_factor = np.multiply(hn[t0:t1], dsig[..., :hidden], out=factor_buffers[2, :k])
+        dz_factor *= dsig[1]
+        dr_factor = np.multiply(hn[t0:t1], dsig[0], out=factor_buffers[2, :k])
         steps = zip(
             range(t1 - 1, t0 - 1, -1),
             dn_factor[::-1],

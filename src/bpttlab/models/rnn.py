@@ -73,20 +73,26 @@ def forward(
     w_ih, w_hh = params["weight_ih"], params["weight_hh"]
     n_steps, batch, n_in = x.shape
     hidden = w_hh.shape[0]
+    # f(z) evaluated as act(s·z): the weights are scaled by s (exactly, a power of two) so that
+    # the exp form of tanh/sigmoid needs no separate multiply; s = 1 for the other activations
+    scale, act = activation.scaled_kernel(w_hh.dtype)
+    bias = params["bias_ih"] + params["bias_hh"]
+    if scale != 1.0:
+        w_ih, w_hh, bias = w_ih * scale, w_hh * scale, bias * scale
     # all input projections in one matmul; the loop adds W_hh h_{t-1} and applies f in place
     hs = alloc("hs", (n_steps, batch, hidden), w_hh.dtype)
     np.dot(x.reshape(n_steps * batch, n_in), w_ih.T, out=hs.reshape(n_steps * batch, hidden))
-    hs += params["bias_ih"] + params["bias_hh"]
+    hs += bias
     w_hh_t = w_hh.T
     recurrent = np.empty((batch, hidden), dtype=hs.dtype)
-    act = activation.fn
     h_prev = h0
-    for z_t in hs:  # per-step views
-        if h_prev is not None:
-            np.dot(h_prev, w_hh_t, out=recurrent)
-            z_t += recurrent
-        act(z_t, out=z_t)
-        h_prev = z_t
+    with np.errstate(over="ignore"):  # exp-based activations overflow harmlessly to inf
+        for z_t in hs:  # per-step views
+            if h_prev is not None:
+                np.dot(h_prev, w_hh_t, out=recurrent)
+                z_t += recurrent
+            act(z_t, out=z_t)
+            h_prev = z_t
     return hs, RNNCache(x=x, h0=h0, hs=hs, activation=activation)
 
 
