@@ -13,6 +13,7 @@ from bpttlab.activations import ACTIVATIONS
 from bpttlab.diagnostics import (
     decay_rate,
     global_norm,
+    grad_norms,
     gradient_horizon,
     log_bound,
     param_norms,
@@ -23,6 +24,7 @@ from bpttlab.diagnostics import (
     temporal_profile,
 )
 from bpttlab.models import build_model
+from bpttlab.optim import clip_gradients
 
 
 def last_step_profile(model, x, rng):
@@ -169,3 +171,31 @@ def test_global_and_per_parameter_norms():
     assert global_norm(grads) == pytest.approx(13.0)
     huge = {"w": np.full(4, 1e30, dtype=np.float32)}  # squares overflow float32
     assert global_norm(huge) == pytest.approx(2e30, rel=1e-6)
+
+
+def test_norms_do_not_overflow_above_1e154():
+    # squares of 1e200 overflow float64: a plain sum of squares would give inf
+    grads = {"a": np.array([3e200, 4e200]), "b": np.array([[12e200]])}
+    norm, per_param = grad_norms(grads)
+    assert norm == pytest.approx(13e200, rel=1e-15)
+    assert per_param["a"] == pytest.approx(5e200, rel=1e-15)
+    assert per_param["b"] == pytest.approx(12e200, rel=1e-15)
+    assert global_norm(grads) == norm and param_norms(grads) == per_param
+
+
+def test_clipping_measures_the_same_norm_as_the_diagnostics():
+    rng = np.random.default_rng(0)
+    for scale in (1e-200, 1.0, 1e200):
+        grads = {"w": rng.standard_normal((5, 3)) * scale, "b": rng.standard_normal(5) * scale}
+        expected = global_norm(grads)
+        info = clip_gradients({k: v.copy() for k, v in grads.items()}, "norm", 1.0)
+        assert info.norm_before == expected  # one function, bit for bit
+        assert math.isfinite(expected) and expected > 0
+
+
+def test_nonfinite_norms_name_the_arrays_that_blew_up():
+    norm, per_param = grad_norms({"a": np.array([1.0, np.inf]), "b": np.array([3.0, 4.0])})
+    assert norm == math.inf and per_param == {"a": math.inf, "b": 5.0}
+    norm, per_param = grad_norms({"a": np.array([np.nan, np.inf]), "b": np.array([3.0])})
+    assert math.isnan(norm) and math.isnan(per_param["a"]) and per_param["b"] == 3.0
+    assert grad_norms({"a": np.zeros(3), "e": np.zeros(0)}) == (0.0, {"a": 0.0, "e": 0.0})

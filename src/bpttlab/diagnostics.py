@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "decay_rate",
     "global_norm",
+    "grad_norms",
     "gradient_horizon",
     "log_bound",
     "param_norms",
@@ -172,17 +173,50 @@ def gradient_horizon(profile: np.ndarray, frac: float = 0.1) -> int:
     return int(np.argmax(below)) if below.any() else int(back.size)
 
 
+def grad_norms(grads: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+    """Global L2 norm ``‖g‖ = sqrt(Σ_params Σ g²)`` and each array's norm, safe from overflow.
+
+    The one gradient norm of the project: clipping (:func:`bpttlab.optim.clip_gradients`), the
+    recorded ``grad_norm`` and :func:`global_norm` / :func:`param_norms` all come from here.
+    Computed as ``‖g‖ = m · sqrt(Σ_k s_k)`` and ``‖g_k‖ = m · sqrt(s_k)`` with
+    ``s_k = Σ (g_k / m)²`` and ``m = max |g|`` over all arrays, so finite gradients as large as
+    1e300 do not overflow (a plain sum of squares overflows above about 1e154).
+
+    Returns
+    -------
+    norm : float
+        ``inf`` if an entry is infinite (and none is NaN), ``nan`` if an entry is NaN, ``0.0``
+        for no arrays or all zeros.
+    per_param : dict
+        ``{name: ‖g_name‖}``, by the same rules for each array.
+    """
+    arrays = {k: np.asarray(g) for k, g in grads.items()}
+    nonempty = [g for g in arrays.values() if g.size]
+    if not nonempty:
+        return 0.0, {k: 0.0 for k in arrays}
+    m = float(np.max([np.max(np.abs(g)) for g in nonempty]))  # NaN propagates through np.max
+    if m == 0.0:
+        return 0.0, {k: 0.0 for k in arrays}
+    if not math.isfinite(m):  # each array on its own: which ones blew up
+        return m, {k: _array_norm(g) for k, g in arrays.items()}
+    sums = {k: np.sum(np.square(g / m)) if g.size else 0.0 for k, g in arrays.items()}
+    norm = m * float(np.sqrt(sum(sums.values())))
+    return norm, {k: m * float(np.sqrt(s)) for k, s in sums.items()}
+
+
+def _array_norm(g: np.ndarray) -> float:
+    """``‖g‖`` of one array by the rule of :func:`grad_norms`."""
+    m = float(np.max(np.abs(g))) if g.size else 0.0
+    if not math.isfinite(m) or m == 0.0:
+        return m
+    return m * float(np.sqrt(np.sum(np.square(g / m))))
+
+
 def global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    """``‖g‖ = sqrt(Σ_params Σ g²)`` over all gradient arrays."""
-    # float64 accumulation: float32 squares of exploding gradients would overflow
-    return math.sqrt(sum(_sum_sq(g) for g in grads.values()))
+    """``‖g‖ = sqrt(Σ_params Σ g²)`` over all gradient arrays (see :func:`grad_norms`)."""
+    return grad_norms(grads)[0]
 
 
 def param_norms(grads: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Frobenius norm of each gradient array, ``{name: ‖g_name‖}``."""
-    return {name: math.sqrt(_sum_sq(g)) for name, g in grads.items()}
-
-
-def _sum_sq(g: np.ndarray) -> float:
-    g64 = np.asarray(g, dtype=np.float64).ravel()
-    return float(g64 @ g64)
+    """Frobenius norm of each gradient array, ``{name: ‖g_name‖}`` (see :func:`grad_norms`)."""
+    return grad_norms(grads)[1]

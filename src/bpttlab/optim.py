@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bpttlab.diagnostics import global_norm
+
 __all__ = [
     "OPTIMIZERS",
     "CLIP_MODES",
@@ -39,21 +41,6 @@ OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 CLIP_MODES = ("none", "norm", "value")
 
 
-def _global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    """Global L2 norm ``sqrt(sum_k ||g_k||^2)`` over all arrays, safe from overflow.
-
-    Computed as ``m * sqrt(sum (g / m)^2)`` with ``m = max |g|`` so finite gradients as large as
-    1e200 do not overflow. Returns ``inf`` if any entry is infinite, ``nan`` if any is NaN.
-    """
-    arrays = [np.asarray(g) for g in grads.values() if np.size(g)]
-    if not arrays:
-        return 0.0
-    m = float(np.max([np.max(np.abs(g)) for g in arrays]))  # NaN propagates through np.max
-    if not np.isfinite(m) or m == 0.0:
-        return m
-    return m * float(np.sqrt(sum(np.sum(np.square(g / m)) for g in arrays)))
-
-
 def _positive_number(x) -> bool:
     """True if ``x`` is a real number (not a bool) with ``0 < x < inf``."""
     return not isinstance(x, bool) and isinstance(x, numbers.Real) and 0.0 < x < np.inf
@@ -69,7 +56,10 @@ class ClipInfo:
 
 
 def clip_gradients(
-    grads: Mapping[str, np.ndarray], mode: str = "norm", threshold: float = 1.0
+    grads: Mapping[str, np.ndarray],
+    mode: str = "norm",
+    threshold: float = 1.0,
+    norm: float | None = None,
 ) -> ClipInfo:
     """Clip a dict of gradient arrays in place.
 
@@ -79,6 +69,7 @@ def clip_gradients(
     mode : ``"none"``, ``"norm"`` (``g <- threshold g / ||g||`` when ``||g|| >= threshold``,
         ``||g||`` the global L2 norm) or ``"value"`` (``g <- clip(g, -threshold, threshold)``).
     threshold : > 0 for ``"norm"`` and ``"value"``; ignored for ``"none"``.
+    norm : ``global_norm(grads)`` if the caller has it already (it is not recomputed).
 
     Returns
     -------
@@ -93,7 +84,7 @@ def clip_gradients(
     """
     if mode not in CLIP_MODES:
         raise ValueError(f"unknown clip mode {mode!r}; valid choices: {CLIP_MODES}")
-    norm_before = _global_norm(grads)
+    norm_before = global_norm(grads) if norm is None else float(norm)
     if mode == "none":
         return ClipInfo(norm_before, norm_before, False)
     if not _positive_number(threshold):
@@ -108,12 +99,12 @@ def clip_gradients(
         scale = threshold / norm_before
         for g in grads.values():
             g *= scale  # g <- threshold * g / ||g||
-        return ClipInfo(norm_before, _global_norm(grads), True)
+        return ClipInfo(norm_before, global_norm(grads), True)
     fired = any(bool(np.any(np.abs(g) > threshold)) for g in grads.values())
     if fired:
         for g in grads.values():
             np.clip(g, -threshold, threshold, out=g)
-    return ClipInfo(norm_before, _global_norm(grads), fired)
+    return ClipInfo(norm_before, global_norm(grads), fired)
 
 
 class Optimizer:
