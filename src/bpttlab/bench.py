@@ -32,6 +32,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import importlib  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -221,6 +222,7 @@ PROFILE_RUNS: tuple[tuple[str, int], ...] = (("rnn", 10), ("lstm", 10), ("rnn", 
 #: Where a run's CPU time can go, in the order printed.
 PROFILE_PHASES = (
     "forward/backward",
+    "readout/loss/checks",
     "sigma_max",
     "clipping",
     "optimizer",
@@ -240,26 +242,36 @@ PROFILE_OVERRIDES = (
 
 
 class _PhaseClock:
-    """CPU time per phase of a run, from wrapped calls; a call inside a timed one counts for the
-    outer phase only (the evaluation's forward pass is evaluation, not forward/backward)."""
+    """CPU time per phase of a run, from wrapped calls, each second counted once.
+
+    A wrapped call runs its phase only at the top level, or inside the phase named by ``within``
+    (whose clock it then pauses): the evaluation's forward pass is evaluation, while the cell's
+    forward and backward inside ``loss_and_grads`` are split off from its readout, loss and checks.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(PROFILE_PHASES, 0.0)
         self.calls = 0
-        self._active = False
+        self._stack: list[str] = []
+        self._mark = 0.0
 
-    def wrap(self, phase: str, fn: Callable) -> Callable:
+    def wrap(self, phase: str, fn: Callable, within: str | None = None) -> Callable:
         def timed(*args, **kwargs):
-            if self._active:
+            outer = self._stack[-1] if self._stack else None
+            if outer != within:
                 return fn(*args, **kwargs)
-            self._active = True
+            now = time.process_time()
+            if outer is not None:
+                self.seconds[outer] += now - self._mark
             self.calls += 1
-            c0 = time.process_time()
+            self._stack.append(phase)
+            self._mark = now
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[phase] += time.process_time() - c0
-                self._active = False
+                now = time.process_time()
+                self.seconds[self._stack.pop()] += now - self._mark
+                self._mark = now
 
         return timed
 
@@ -278,7 +290,8 @@ def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = 
     """Train one run (tracked into the MLflow store ``uri``) and split its CPU time by phase.
 
     The run goes through :func:`bpttlab.train.train` as in a sweep job: an MLflow run is started,
-    the config logged, the run trained and ended. Calls to the model's ``loss_and_grads``, the
+    the config logged, the run trained and ended. Calls to the cell's forward and backward, the
+    rest of the model's ``loss_and_grads`` (readout, loss, input checks), the
     σ_max of the recurrent blocks, the gradient norms and clipping, the optimizer, the task's
     sampler, the evaluations and temporal profiles and every tracker method are timed with
     ``time.process_time``; ``other`` is the rest (the loop, the recorder, set-up, and the timer's
@@ -287,7 +300,8 @@ def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = 
     Returns
     -------
     dict
-        ``{"total": CPU seconds, "train": CPU seconds inside train(), "steps": int,
+        ``{"total": CPU seconds, "train": CPU seconds inside train() without tracker calls,
+        "steps": int,
         "calls": timed calls, phase: CPU seconds for each of PROFILE_PHASES}``.
     """
     from hydra import compose, initialize_config_dir
@@ -316,7 +330,7 @@ def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = 
 
     def profiled_build(cfg):
         model, task, optimizer, data_rng = build(cfg)
-        model.loss_and_grads = clock.wrap("forward/backward", model.loss_and_grads)
+        model.loss_and_grads = clock.wrap("readout/loss/checks", model.loss_and_grads)
         task.sample = clock.wrap("sampling", task.sample)
         optimizer.step = clock.wrap("optimizer", optimizer.step)
         return model, task, optimizer, data_rng
@@ -329,6 +343,10 @@ def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = 
         (recorder, "evaluate"): clock.wrap("evaluation", recorder.evaluate),
         (recorder, "temporal_profile"): clock.wrap("evaluation", recorder.temporal_profile),
     }
+    cell_module = importlib.import_module(f"bpttlab.models.{cell}")
+    for name in ("forward", "backward"):
+        fn = getattr(cell_module, name)
+        patches[(cell_module, name)] = clock.wrap("forward/backward", fn, "readout/loss/checks")
     saved = {key: getattr(*key) for key in patches}
     client = tracking.get_client(uri)  # schema and experiment exist before the clock starts
     exp_id = tracking.get_or_create_experiment(client, "bpttlab-bench-profile", uri)
@@ -340,15 +358,17 @@ def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = 
         tracker = start(uri, "", f"{cell}-T{seq_len}", client=client, experiment_id=exp_id)
         timed_tracker = _TimedTracker(tracker, clock)
         timed_tracker.log_params(C.flatten(C.to_dict(cfg)))
-        t0 = time.process_time()
+        t0, track0 = time.process_time(), clock.seconds["tracking"]
         summary = train_mod.train(cfg, timed_tracker)
         train_cpu = time.process_time() - t0
+        train_tracking = clock.seconds["tracking"] - track0
         timed_tracker.end("FINISHED")
         total = time.process_time() - c0
     finally:
         for (mod, name), fn in saved.items():
             setattr(mod, name, fn)
-    out = {"total": total, "train": train_cpu, "steps": summary["steps_done"]}
+    out = {"total": total, "steps": summary["steps_done"]}
+    out["train"] = train_cpu - train_tracking  # train() without its tracker calls
     out["calls"] = clock.calls
     out.update(clock.seconds)
     out["other"] = total - sum(clock.seconds[p] for p in PROFILE_PHASES if p != "other")
@@ -378,8 +398,9 @@ def bench_profile(
 
     Each run is repeated ``repeats`` times, the runs interleaved (round after round) into one
     fresh temporary SQLite store; the table shows each phase's median share of the run's CPU time.
-    ``per-step`` is the share of ``train()`` outside tracking that is neither the model's forward
-    and backward pass nor evaluation: σ_max, clipping, optimizer, sampling and the loop itself.
+    ``per-step`` is the share of ``train()`` (without its tracker calls) that is neither the
+    cell's forward and backward pass nor evaluation: readout, loss and input checks of
+    ``loss_and_grads``, σ_max, clipping, optimizer, sampling and the loop itself.
 
     Returns
     -------
@@ -399,19 +420,19 @@ def bench_profile(
             for run in runs:
                 samples[run].append(profile_run(*run, uri))
     timer = _timer_cost()
-    names = [p.replace("forward/backward", "fwd/bwd") for p in PROFILE_PHASES]
+    short = {"forward/backward": "fwd/bwd", "readout/loss/checks": "readout+"}
+    names = [short.get(p, p) for p in PROFILE_PHASES]
     header = f"{'run':<10} {'ms/step':>7} " + " ".join(f"{n:>10}" for n in names)
     header += f" {'per-step':>9}"
     print_fn(header)
     print_fn("-" * len(header))
     result = {}
     for (cell, seq_len), rows in samples.items():
-        shares = {p: statistics.median(100 * r[p] / r["total"] for r in rows) for p in PROFILE_PHASES}
+        shares = {
+            p: statistics.median(100 * r[p] / r["total"] for r in rows) for p in PROFILE_PHASES
+        }
         per_step = statistics.median(
-            100
-            * (r["train"] - r["forward/backward"] - r["evaluation"] - r["tracking"])
-            / (r["train"] - r["tracking"])
-            for r in rows
+            100 * (r["train"] - r["forward/backward"] - r["evaluation"]) / r["train"] for r in rows
         )
         ms = statistics.median(1e3 * r["total"] / r["steps"] for r in rows)
         timer_pct = statistics.median(100 * r["calls"] * timer / r["total"] for r in rows)
@@ -428,7 +449,8 @@ def bench_profile(
 def _profile_section(args: argparse.Namespace) -> None:
     print("## profile: where one run's CPU time goes (default-grid shapes, norm clipping)")
     print("   median shares of the run's CPU time (MLflow start to end) over interleaved repeats;")
-    print("   per-step = share of train() without tracking outside fwd/bwd and evaluation")
+    print("   per-step = share of train() (tracking left out) outside the cell's fwd/bwd and the")
+    print("   evaluations; readout+ = the rest of loss_and_grads (readout, loss, input checks)")
     bench_profile()
 
 

@@ -173,7 +173,9 @@ def gradient_horizon(profile: np.ndarray, frac: float = 0.1) -> int:
     return int(np.argmax(below)) if below.any() else int(back.size)
 
 
-def grad_norms(grads: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+def grad_norms(
+    grads: Mapping[str, np.ndarray], flat: np.ndarray | None = None
+) -> tuple[float, dict[str, float]]:
     """Global L2 norm ``‖g‖ = sqrt(Σ_params Σ g²)`` and each array's norm, safe from overflow.
 
     The one gradient norm of the project: clipping (:func:`bpttlab.optim.clip_gradients`), the
@@ -181,6 +183,13 @@ def grad_norms(grads: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]
     Computed as ``‖g‖ = m · sqrt(Σ_k s_k)`` and ``‖g_k‖ = m · sqrt(s_k)`` with
     ``s_k = Σ (g_k / m)²`` and ``m = max |g|`` over all arrays, so finite gradients as large as
     1e300 do not overflow (a plain sum of squares overflows above about 1e154).
+
+    Parameters
+    ----------
+    grads : dict name -> array
+    flat : 1-D array, optional
+        The arrays of ``grads`` end to end, in order (as :class:`bpttlab.optim.FlatParams` keeps
+        them): the same numbers, computed in a few passes over one vector.
 
     Returns
     -------
@@ -190,6 +199,8 @@ def grad_norms(grads: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]
     per_param : dict
         ``{name: ‖g_name‖}``, by the same rules for each array.
     """
+    if flat is not None:
+        return _flat_norms(grads, flat)
     arrays = {k: np.asarray(g) for k, g in grads.items()}
     nonempty = [g for g in arrays.values() if g.size]
     if not nonempty:
@@ -204,6 +215,22 @@ def grad_norms(grads: Mapping[str, np.ndarray]) -> tuple[float, dict[str, float]
     return norm, {k: m * float(np.sqrt(s)) for k, s in sums.items()}
 
 
+def _flat_norms(grads: Mapping[str, np.ndarray], flat: np.ndarray) -> tuple[float, dict]:
+    """:func:`grad_norms` with the arrays laid end to end in ``flat`` (bit for bit the same:
+    the sum over a contiguous slice is the sum over the array)."""
+    m = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if m == 0.0 or not math.isfinite(m):
+        return grad_norms(grads)
+    squares = np.square(flat / m)
+    sums, start = {}, 0
+    for k, g in grads.items():
+        stop = start + g.size
+        sums[k] = np.sum(squares[start:stop]) if g.size else 0.0
+        start = stop
+    norm = m * float(np.sqrt(sum(sums.values())))
+    return norm, {k: m * float(np.sqrt(s)) for k, s in sums.items()}
+
+
 def _array_norm(g: np.ndarray) -> float:
     """``‖g‖`` of one array by the rule of :func:`grad_norms`."""
     m = float(np.max(np.abs(g))) if g.size else 0.0
@@ -212,9 +239,9 @@ def _array_norm(g: np.ndarray) -> float:
     return m * float(np.sqrt(np.sum(np.square(g / m))))
 
 
-def global_norm(grads: Mapping[str, np.ndarray]) -> float:
+def global_norm(grads: Mapping[str, np.ndarray], flat: np.ndarray | None = None) -> float:
     """``‖g‖ = sqrt(Σ_params Σ g²)`` over all gradient arrays (see :func:`grad_norms`)."""
-    return grad_norms(grads)[0]
+    return grad_norms(grads, flat)[0]
 
 
 def param_norms(grads: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -28,6 +28,8 @@ __all__ = ["STEP_SERIES", "RunRecorder", "evaluate", "sigma_max_hh", "temporal_p
 
 #: The per-step metrics, in the order they are recorded.
 STEP_SERIES = ("loss", "grad_norm", "grad_norm_clipped", "clip_fired", "sigma_max_hh")
+#: Per-step metric points gathered before they go to the tracker (besides the end of the run).
+FLUSH_POINTS = 20_000
 
 
 def evaluate(model, task, data) -> tuple[float, float]:
@@ -67,6 +69,10 @@ def _finite(value: float) -> bool:
 class RunRecorder:
     """Records one run into ``tracker``: per-step series, evaluations, profiles and the summary.
 
+    The per-step values are kept in arrays and handed to the tracker in large batches: when
+    ``flush_points`` metric points have gathered, and by :meth:`flush` (at the end of the run,
+    or when it is interrupted), so a metric write never lands on an ordinary training step.
+
     Parameters
     ----------
     tracker : Tracker
@@ -78,10 +84,22 @@ class RunRecorder:
     probe_size : int
     horizon_frac : float
         Passed to :func:`~bpttlab.diagnostics.gradient_horizon` for the summary.
+    steps : int
+        The most training steps the run can take (the size of the per-step arrays).
+    flush_points : int
+        Per-step metric points gathered before they are handed to the tracker.
     """
 
     def __init__(
-        self, tracker: Tracker, model, task, test, probe_size: int, horizon_frac: float
+        self,
+        tracker: Tracker,
+        model,
+        task,
+        test,
+        probe_size: int,
+        horizon_frac: float,
+        steps: int,
+        flush_points: int = FLUSH_POINTS,
     ) -> None:
         self.tracker = tracker
         self.model = model
@@ -89,44 +107,57 @@ class RunRecorder:
         self.test = test
         self.probe = _probe(task, test, probe_size)
         self.horizon_frac = horizon_frac
-        self.steps: list[int] = []
-        self.series: dict[str, list[float]] = {name: [] for name in STEP_SERIES}
-        self.param_series: dict[str, list[float]] = {}  # per-parameter gradient norms
+        self.param_names = tuple(model.params)
+        self._param_metrics = tuple(f"grad_norm.{k}" for k in self.param_names)
+        self.n_steps = 0  # steps recorded so far: rows 0 .. n_steps - 1 of the arrays below
+        self.series = np.empty((steps, len(STEP_SERIES)))  # one column per STEP_SERIES name
+        self.param_series = np.empty((steps, len(self.param_names)))  # per-parameter norms
         self.evals: list[tuple[int, float, float]] = []  # (step, test loss, test metric)
         self.profile_steps: list[int] = []
         self.profiles: list[np.ndarray] = []
+        self._flush_steps = max(1, flush_points // len(STEP_SERIES))
         self._written = 0  # steps already handed to the tracker
         self._spectra_init = diag.recurrent_spectra(model)
         self._log_bound_init = diag.log_bound(model)
         self.last_loss = float("nan")  # training loss of the last applied update
 
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.flush()  # a failure or an interrupt: what was recorded still goes out
+
     # ---- during training ---------------------------------------------------------------------
-    def record_step(
-        self, step: int, loss: float, param_norms: dict[str, float], clip: ClipInfo
-    ) -> None:
-        """The step's loss, norms, clipping and σ_max(W_hh) (of the weights the step used)."""
-        row = (
-            float(loss),
-            float(clip.norm_before),
-            float(clip.norm_after),
-            float(clip.fired),
-            sigma_max_hh(self.model),
-        )
-        self.steps.append(step)
-        for name, value in zip(STEP_SERIES, row, strict=True):
-            self.series[name].append(value)
-        for name, value in param_norms.items():
-            self.param_series.setdefault(name, []).append(float(value))
+    def record_step(self, loss: float, param_norms: dict[str, float], clip: ClipInfo) -> None:
+        """The next step's loss, norms, clipping and σ_max(W_hh) (of the weights it used)."""
+        i = self.n_steps
+        row = self.series[i]
+        row[0] = loss
+        row[1] = clip.norm_before
+        row[2] = clip.norm_after
+        row[3] = clip.fired
+        row[4] = sigma_max_hh(self.model)
+        self.param_series[i] = [param_norms[k] for k in self.param_names]
+        self.n_steps = i + 1
+        if self.n_steps - self._written >= self._flush_steps:
+            self.write_series()
 
     def applied(self, loss: float) -> None:
         """The step's update was applied: its loss is the latest training loss."""
         self.last_loss = float(loss)
 
     def evaluate(self, step: int) -> None:
-        """Test loss and metric at ``step``; write the series recorded so far."""
+        """Test loss and metric at ``step``; the per-parameter gradient norms of the last step
+        recorded become metrics ``grad_norm.<param>`` at that step."""
         with np.errstate(all="ignore"):
             self.evals.append((step, *evaluate(self.model, self.task, self.test)))
-        self.flush()
+        last = self.n_steps - 1
+        if last >= 0:
+            self.tracker.log_metrics(
+                dict(zip(self._param_metrics, self.param_series[last].tolist(), strict=True)),
+                step=last,
+            )
 
     def profile(self, step: int) -> None:
         """Temporal profile ``||dL/dh_t||`` on the probe batch at ``step``."""
@@ -134,16 +165,18 @@ class RunRecorder:
             self.profile_steps.append(step)
             self.profiles.append(temporal_profile(self.model, self.task, self.probe))
 
+    def write_series(self) -> None:
+        """Hand the per-step values recorded since the last call to the tracker."""
+        if self.n_steps > self._written:
+            rows = slice(self._written, self.n_steps)
+            steps = np.arange(self._written, self.n_steps)
+            for j, name in enumerate(STEP_SERIES):
+                self.tracker.log_series(name, steps, self.series[rows, j])
+            self._written = self.n_steps
+
     def flush(self) -> None:
-        """Hand the steps recorded since the last flush to the tracker (per-parameter gradient
-        norms of the last step only, as metrics ``grad_norm.<param>``), and flush it."""
-        if len(self.steps) > self._written:
-            idx = self.steps[self._written :]
-            for name, values in self.series.items():
-                self.tracker.log_series(name, idx, values[self._written :])
-            for name, values in self.param_series.items():
-                self.tracker.log_series(f"grad_norm.{name}", idx[-1:], values[-1:])
-            self._written = len(self.steps)
+        """Write everything recorded so far (the run ends, or is being interrupted)."""
+        self.write_series()
         self.tracker.flush()
 
     # ---- at the end --------------------------------------------------------------------------
@@ -205,16 +238,18 @@ class RunRecorder:
 
     def _write_records(self, summary: dict[str, Any], steps_done: int, reason: str) -> None:
         tracker = self.tracker
+        self.write_series()
         ev = np.array(self.evals, dtype=float)
         tracker.log_series("test_loss", ev[:, 0].astype(int), ev[:, 1])
         tracker.log_series("test_metric", ev[:, 0].astype(int), ev[:, 2])
         t_axis = np.arange(1, self.task.length + 1)  # time steps of the input (copy: T + 20)
         tracker.log_series("profile_init", t_axis, self.profiles[0])
         tracker.log_series("profile_final", t_axis, self.profiles[-1])
+        n = self.n_steps
         tracker.log_arrays(
             "steps/grad_norm_per_param.npz",
-            step=np.asarray(self.steps),
-            **{k: np.asarray(v) for k, v in self.param_series.items()},
+            step=np.arange(n),
+            **{k: self.param_series[:n, j].copy() for j, k in enumerate(self.param_names)},
         )
         norms = np.vstack(self.profiles)
         tracker.log_arrays(

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from bpttlab import diagnostics as diag
 from bpttlab.config import Config, to_config
 from bpttlab.models import build_model
-from bpttlab.optim import clip_gradients, make_optimizer
+from bpttlab.optim import FlatParams, clip_gradients, make_optimizer
 from bpttlab.recorder import RunRecorder
 from bpttlab.tasks import make_task
 from bpttlab.tracking import NullTracker, Tracker
@@ -102,42 +102,47 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
     tracker = tracker if tracker is not None else NullTracker()
     t_start = time.perf_counter()
     model, task, optimizer, data_rng = build(cfg)
+    packed = FlatParams(model.params)  # model.params become views of one parameter vector
     dtype = np.dtype(cfg.dtype.value)
-    rec = RunRecorder(
+    recorder = RunRecorder(
         tracker,
         model,
         task,
         _cast(dtype, *task.test_set()),
         probe_size=cfg.probe_size,
         horizon_frac=cfg.horizon_frac,
+        steps=cfg.steps,
     )
-    rec.profile(0)
-    rec.evaluate(0)
+    with recorder as rec:  # on an exception or interrupt, what was recorded is still written
+        rec.profile(0)
+        rec.evaluate(0)
+        diverged_step, reason = -1, ""
+        for step in range(cfg.steps):
+            x, y, mask = _cast(dtype, *task.sample(data_rng, cfg.batch_size))
+            with np.errstate(all="ignore"):
+                loss, model_grads, _ = model.loss_and_grads(
+                    x, y, loss=task.loss, target=task.target, mask=mask
+                )
+                grads = packed.gather(model_grads)  # views of one gradient vector
+                norm, param_norms = diag.grad_norms(grads, packed.grad)
+                clip = clip_gradients(
+                    grads, cfg.clip.mode.value, cfg.clip.threshold, norm=norm, flat=packed.grad
+                )
+            rec.record_step(loss, param_norms, clip)
+            reason = divergence(loss, clip.norm_before, cfg.grad_ceiling)
+            if reason:
+                diverged_step = step  # the offending update is not applied: parameters stay finite
+                break
+            optimizer.step(packed.flat_params, packed.flat_grads)  # every parameter at once
+            rec.applied(loss)
+            done = step + 1
+            if done < cfg.steps:  # the final evaluation and profile follow the loop
+                if done % cfg.eval_every == 0:
+                    rec.evaluate(done)
+                if done % cfg.profile_every == 0:
+                    rec.profile(done)
 
-    diverged_step, reason = -1, ""
-    for step in range(cfg.steps):
-        x, y, mask = _cast(dtype, *task.sample(data_rng, cfg.batch_size))
-        with np.errstate(all="ignore"):
-            loss, grads, _ = model.loss_and_grads(
-                x, y, loss=task.loss, target=task.target, mask=mask
-            )
-            norm, param_norms = diag.grad_norms(grads)
-            clip = clip_gradients(grads, cfg.clip.mode.value, cfg.clip.threshold, norm=norm)
-        rec.record_step(step, loss, param_norms, clip)
-        reason = divergence(loss, clip.norm_before, cfg.grad_ceiling)
-        if reason:
-            diverged_step = step  # the offending update is not applied: parameters stay finite
-            break
-        optimizer.step(model.params, grads)
-        rec.applied(loss)
-        done = step + 1
-        if done < cfg.steps:  # the final evaluation and profile follow the loop
-            if done % cfg.eval_every == 0:
-                rec.evaluate(done)
-            if done % cfg.profile_every == 0:
-                rec.profile(done)
-
-    steps_done = cfg.steps if diverged_step < 0 else diverged_step
-    rec.evaluate(steps_done)
-    rec.profile(steps_done)
-    return rec.finish(steps_done, diverged_step, reason, time.perf_counter() - t_start)
+        steps_done = cfg.steps if diverged_step < 0 else diverged_step
+        rec.evaluate(steps_done)
+        rec.profile(steps_done)
+        return rec.finish(steps_done, diverged_step, reason, time.perf_counter() - t_start)
