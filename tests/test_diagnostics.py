@@ -18,6 +18,7 @@ from bpttlab.diagnostics import (
     log_bound,
     param_norms,
     recurrent_blocks,
+    recurrent_sigma_max,
     recurrent_spectra,
     sigma_max,
     spectral_radius,
@@ -199,3 +200,39 @@ def test_nonfinite_norms_name_the_arrays_that_blew_up():
     norm, per_param = grad_norms({"a": np.array([np.nan, np.inf]), "b": np.array([3.0])})
     assert math.isnan(norm) and math.isnan(per_param["a"]) and per_param["b"] == 3.0
     assert grad_norms({"a": np.zeros(3), "e": np.zeros(0)}) == (0.0, {"a": 0.0, "e": 0.0})
+
+
+def _orthogonal(rng, n):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_per_step_sigma_max_equals_the_svd_to_1e_12(cell):
+    rng = np.random.default_rng(11)
+    model = build_model(cell, 2, 16, 1, rng=rng)
+    w_hh = model.params["weight_hh"]
+    gates = w_hh.shape[0] // 16
+    cases = {
+        "random": rng.standard_normal(w_hh.shape) / 4,
+        "orthogonal (all singular values equal)": np.vstack(
+            [_orthogonal(rng, 16) for _ in range(gates)]
+        ),
+        "identity x 1.5": np.vstack([1.5 * np.eye(16)] * gates),
+        "rank one": np.outer(rng.standard_normal(w_hh.shape[0]), rng.standard_normal(16)),
+        "near-tie at the top": np.vstack(
+            [np.diag(np.r_[1.0, 1.0 - 1e-9, rng.random(14) * 0.5]) for _ in range(gates)]
+        ),
+        "tiny (Gram would underflow)": rng.standard_normal(w_hh.shape) * 1e-170,
+        "huge (Gram would overflow)": rng.standard_normal(w_hh.shape) * 1e170,
+    }
+    for name, w in cases.items():
+        model.params["weight_hh"] = w
+        reference = max(sigma_max(b) for b in recurrent_blocks(model).values())
+        assert recurrent_sigma_max(model) == pytest.approx(reference, rel=1e-12, abs=0), name
+    model.params["weight_hh"] = np.zeros_like(w_hh)
+    assert recurrent_sigma_max(model) == 0.0
+    bad = w_hh.copy()
+    bad[0, 0] = np.nan
+    model.params["weight_hh"] = bad
+    assert math.isnan(recurrent_sigma_max(model))
