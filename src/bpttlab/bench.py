@@ -6,8 +6,13 @@ Each section is a function registered in ``SECTIONS``; with no argument ``sweep`
 ``scale``
     The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
 
-``engine``, ``sweep`` and
+``engine``, ``profile``, ``sweep`` and
 ``scale`` run (``smoke`` is the quick part of ``sweep`` on its own).
+
+``profile``
+    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
+    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
+    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
 
 ``engine``
     Median time of one training step (forward, full BPTT and readout gradients through
@@ -41,7 +46,17 @@ import numpy as np  # noqa: E402
 
 from bpttlab.models import CELLS, build_model  # noqa: E402
 
-__all__ = ["ENGINE_SHAPES", "SECTIONS", "bench_engine", "main", "matmul_flops", "time_calls"]
+__all__ = [
+    "ENGINE_SHAPES",
+    "PROFILE_RUNS",
+    "SECTIONS",
+    "bench_engine",
+    "bench_profile",
+    "main",
+    "matmul_flops",
+    "profile_run",
+    "time_calls",
+]
 
 #: (B, I, H, T) shapes of the engine section.
 ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
