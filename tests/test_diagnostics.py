@@ -13,16 +13,19 @@ from bpttlab.activations import ACTIVATIONS
 from bpttlab.diagnostics import (
     decay_rate,
     global_norm,
+    grad_norms,
     gradient_horizon,
     log_bound,
     param_norms,
     recurrent_blocks,
+    recurrent_sigma_max,
     recurrent_spectra,
     sigma_max,
     spectral_radius,
     temporal_profile,
 )
 from bpttlab.models import build_model
+from bpttlab.optim import clip_gradients
 
 
 def last_step_profile(model, x, rng):
@@ -169,3 +172,67 @@ def test_global_and_per_parameter_norms():
     assert global_norm(grads) == pytest.approx(13.0)
     huge = {"w": np.full(4, 1e30, dtype=np.float32)}  # squares overflow float32
     assert global_norm(huge) == pytest.approx(2e30, rel=1e-6)
+
+
+def test_norms_do_not_overflow_above_1e154():
+    # squares of 1e200 overflow float64: a plain sum of squares would give inf
+    grads = {"a": np.array([3e200, 4e200]), "b": np.array([[12e200]])}
+    norm, per_param = grad_norms(grads)
+    assert norm == pytest.approx(13e200, rel=1e-15)
+    assert per_param["a"] == pytest.approx(5e200, rel=1e-15)
+    assert per_param["b"] == pytest.approx(12e200, rel=1e-15)
+    assert global_norm(grads) == norm and param_norms(grads) == per_param
+
+
+def test_clipping_measures_the_same_norm_as_the_diagnostics():
+    rng = np.random.default_rng(0)
+    for scale in (1e-200, 1.0, 1e200):
+        grads = {"w": rng.standard_normal((5, 3)) * scale, "b": rng.standard_normal(5) * scale}
+        expected = global_norm(grads)
+        info = clip_gradients({k: v.copy() for k, v in grads.items()}, "norm", 1.0)
+        assert info.norm_before == expected  # one function, bit for bit
+        assert math.isfinite(expected) and expected > 0
+
+
+def test_nonfinite_norms_name_the_arrays_that_blew_up():
+    norm, per_param = grad_norms({"a": np.array([1.0, np.inf]), "b": np.array([3.0, 4.0])})
+    assert norm == math.inf and per_param == {"a": math.inf, "b": 5.0}
+    norm, per_param = grad_norms({"a": np.array([np.nan, np.inf]), "b": np.array([3.0])})
+    assert math.isnan(norm) and math.isnan(per_param["a"]) and per_param["b"] == 3.0
+    assert grad_norms({"a": np.zeros(3), "e": np.zeros(0)}) == (0.0, {"a": 0.0, "e": 0.0})
+
+
+def _orthogonal(rng, n):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_per_step_sigma_max_equals_the_svd_to_1e_12(cell):
+    rng = np.random.default_rng(11)
+    model = build_model(cell, 2, 16, 1, rng=rng)
+    w_hh = model.params["weight_hh"]
+    gates = w_hh.shape[0] // 16
+    cases = {
+        "random": rng.standard_normal(w_hh.shape) / 4,
+        "orthogonal (all singular values equal)": np.vstack(
+            [_orthogonal(rng, 16) for _ in range(gates)]
+        ),
+        "identity x 1.5": np.vstack([1.5 * np.eye(16)] * gates),
+        "rank one": np.outer(rng.standard_normal(w_hh.shape[0]), rng.standard_normal(16)),
+        "near-tie at the top": np.vstack(
+            [np.diag(np.r_[1.0, 1.0 - 1e-9, rng.random(14) * 0.5]) for _ in range(gates)]
+        ),
+        "tiny (Gram would underflow)": rng.standard_normal(w_hh.shape) * 1e-170,
+        "huge (Gram would overflow)": rng.standard_normal(w_hh.shape) * 1e170,
+    }
+    for name, w in cases.items():
+        model.params["weight_hh"] = w
+        reference = max(sigma_max(b) for b in recurrent_blocks(model).values())
+        assert recurrent_sigma_max(model) == pytest.approx(reference, rel=1e-12, abs=0), name
+    model.params["weight_hh"] = np.zeros_like(w_hh)
+    assert recurrent_sigma_max(model) == 0.0
+    bad = w_hh.copy()
+    bad[0, 0] = np.nan
+    model.params["weight_hh"] = bad
+    assert math.isnan(recurrent_sigma_max(model))

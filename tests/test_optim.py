@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bpttlab.optim import CLIP_MODES, OPTIMIZERS, ClipInfo, clip_gradients, make_optimizer
+from bpttlab.diagnostics import grad_norms
+from bpttlab.optim import (
+    CLIP_MODES,
+    OPTIMIZERS,
+    ClipInfo,
+    FlatParams,
+    clip_gradients,
+    make_optimizer,
+)
 
 
 def params_and_grads():
@@ -236,3 +244,63 @@ def test_property_value_clip_bounds_every_element(grads, threshold):
     for k in grads:  # elements already inside the bounds are unchanged
         inside = np.abs(original[k]) <= threshold
         np.testing.assert_array_equal(grads[k][inside], original[k][inside])
+
+
+def _textbook_step(name, p, g, st, lr, t):
+    """One update by the formulas of the docstrings, with NumPy temporaries."""
+    if name == "sgd":
+        return p - lr * g
+    if name == "momentum":
+        st["v"] = 0.9 * st["v"] + g
+        return p - lr * (g + 0.9 * st["v"])  # nesterov=True
+    if name == "rmsprop":
+        st["s"] = 0.9 * st["s"] + (1.0 - 0.9) * g * g
+        return p - lr * g / (np.sqrt(st["s"]) + 1e-8)
+    st["m"] = 0.9 * st["m"] + (1.0 - 0.9) * g
+    st["v"] = 0.999 * st["v"] + (1.0 - 0.999) * g * g
+    m_hat, v_hat = st["m"] / (1.0 - 0.9**t), st["v"] / (1.0 - 0.999**t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_in_place_updates_equal_the_textbook_formulas_bit_for_bit(name, dtype):
+    rng = np.random.default_rng(3)
+    kw = {"nesterov": True} if name == "momentum" else {}
+    opt = make_optimizer(name, 0.01, **kw)
+    p = rng.standard_normal(50).astype(dtype)
+    params = {"w": p.copy()}
+    st = {k: np.zeros_like(p) for k in ("v", "s", "m")}
+    for t in range(1, 6):
+        g = rng.standard_normal(50).astype(dtype)
+        p = _textbook_step(name, p, g, st, 0.01, t)
+        opt.step(params, {"w": g})
+        np.testing.assert_array_equal(params["w"], p)
+        assert params["w"].dtype == dtype
+
+
+def test_flat_params_are_views_and_one_vector_step_equals_per_array_steps():
+    rng = np.random.default_rng(4)
+    shapes = {"weight_ih": (8, 3), "weight_hh": (8, 2), "bias_ih": (8,), "bias_out": (1,)}
+    params = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    per_array = {k: v.copy() for k, v in params.items()}
+    packed = FlatParams(params)
+    for k, v in per_array.items():
+        np.testing.assert_array_equal(params[k], v)
+        assert np.shares_memory(params[k], packed.flat)
+        assert params[k].ctypes.data % FlatParams.ALIGN == 0
+    flat_opt, ref_opt = make_optimizer("adam", 0.1), make_optimizer("adam", 0.1)
+    for _ in range(3):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        views = packed.gather(grads)
+        norm, per_param = grad_norms(views, packed.grad)
+        assert (norm, per_param) == grad_norms(grads)  # the flat path gives the same numbers
+        info = clip_gradients(views, "norm", 1.0, norm=norm, flat=packed.grad)
+        ref_info = clip_gradients(grads, "norm", 1.0)
+        assert info == ref_info
+        flat_opt.step(packed.flat_params, packed.flat_grads)
+        ref_opt.step(per_array, grads)
+        for k in shapes:
+            np.testing.assert_array_equal(params[k], per_array[k])
+    with pytest.raises(ValueError, match="gradients"):
+        packed.gather({"weight_ih": np.zeros((8, 3))})

@@ -89,3 +89,79 @@ def test_four_workers_writing_at_once_lose_nothing(sqlite_uri):
     assert len(runs) == 4
     landed = sum(len(client.get_metric_history(r.info.run_id, "value")) for r in runs)
     assert landed == 4 * n
+
+
+class _CountingClient:
+    """Wraps an MlflowClient and records the size of every metric batch."""
+
+    def __init__(self, client):
+        self._client = client
+        self.batch_sizes: list[int] = []
+
+    def log_batch(self, run_id, metrics=(), **kw):
+        if metrics:
+            self.batch_sizes.append(len(metrics))
+        return self._client.log_batch(run_id, metrics=metrics, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def _run_cfg(compose_cfg, *overrides):
+    from bpttlab import config as C
+
+    return C.to_config(compose_cfg("tracking=none", *overrides))
+
+
+def test_a_run_lands_every_point_in_full_batches(sqlite_uri, compose_cfg):
+    from bpttlab.recorder import STEP_SERIES
+    from bpttlab.train import train
+
+    steps = 450  # 5 series x 450 = 2250 per-step points plus evaluations, profiles, summary
+    cfg = _run_cfg(compose_cfg, f"steps={steps}", "eval_every=50", "task.seq_len=6")
+    tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "run")
+    counting = _CountingClient(tr.client)
+    tr.client = counting
+    train(cfg, tr)
+    tr.end("FINISHED")
+    client = tracking.get_client(sqlite_uri)
+    for name in STEP_SERIES:
+        history = client.get_metric_history(tr.run_id, name)
+        assert sorted(m.step for m in history) == list(range(steps)), name
+    assert len(client.get_metric_history(tr.run_id, "test_loss")) == steps // 50 + 1
+    assert len(client.get_metric_history(tr.run_id, "grad_norm.weight_hh")) == steps // 50
+    # written at the end in as few calls as MLflow's cap allows: every batch but the last is full
+    sizes = counting.batch_sizes
+    assert len(sizes) == -(-sum(sizes) // tracking.METRICS_PER_BATCH), sizes
+    assert all(n == tracking.METRICS_PER_BATCH for n in sizes[:-1]), sizes
+
+
+def test_an_interrupted_run_still_lands_its_steps(sqlite_uri, compose_cfg, monkeypatch):
+    from bpttlab import train as train_mod
+
+    cfg = _run_cfg(compose_cfg, "steps=100", "task.seq_len=6")
+    tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "killed")
+    step_fn = train_mod.make_optimizer  # the 37th update is interrupted (Ctrl-C)
+    calls = {"n": 0}
+
+    def make_optimizer(*args, **kw):
+        opt = step_fn(*args, **kw)
+        original = opt.step
+
+        def step(params, grads):
+            calls["n"] += 1
+            if calls["n"] == 37:
+                raise KeyboardInterrupt
+            original(params, grads)
+
+        opt.step = step
+        return opt
+
+    monkeypatch.setattr(train_mod, "make_optimizer", make_optimizer)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, tr)
+    tr.end("KILLED")
+    client = tracking.get_client(sqlite_uri)
+    assert client.get_run(tr.run_id).info.status == "KILLED"
+    history = client.get_metric_history(tr.run_id, "grad_norm")
+    assert sorted(m.step for m in history) == list(range(37))  # steps 0..36 were recorded

@@ -134,12 +134,10 @@ def test_different_seeds_draw_different_data_and_weights(compose_cfg):
     assert not np.array_equal(m0.params["weight_hh"], m1.params["weight_hh"])
 
 
-def test_a_failure_inside_training_propagates(compose_cfg, monkeypatch):
-    import bpttlab.train as T
+def test_failure_while_building_propagates(compose_cfg, monkeypatch):
+    def broken_build(cfg):
+        raise RuntimeError("this run was configured to fail")
 
-    def broken(cfg):
-        raise RuntimeError("task could not be built")
-
-    monkeypatch.setattr(T, "build", broken)
-    with pytest.raises(RuntimeError, match="could not be built"):
+    monkeypatch.setattr("bpttlab.train.build", broken_build)
+    with pytest.raises(RuntimeError, match="configured to fail"):
         train(_cfg(compose_cfg))

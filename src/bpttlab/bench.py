@@ -6,8 +6,13 @@ Each section is a function registered in ``SECTIONS``; with no argument ``sweep`
 ``scale``
     The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
 
-``engine``, ``sweep`` and
+``engine``, ``profile``, ``sweep`` and
 ``scale`` run (``smoke`` is the quick part of ``sweep`` on its own).
+
+``profile``
+    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
+    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
+    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
 
 ``engine``
     Median time of one training step (forward, full BPTT and readout gradients through
@@ -32,6 +37,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import importlib  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -40,7 +46,17 @@ import numpy as np  # noqa: E402
 
 from bpttlab.models import CELLS, build_model  # noqa: E402
 
-__all__ = ["ENGINE_SHAPES", "SECTIONS", "bench_engine", "main", "matmul_flops", "time_calls"]
+__all__ = [
+    "ENGINE_SHAPES",
+    "PROFILE_RUNS",
+    "SECTIONS",
+    "bench_engine",
+    "bench_profile",
+    "main",
+    "matmul_flops",
+    "profile_run",
+    "time_calls",
+]
 
 #: (B, I, H, T) shapes of the engine section.
 ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
@@ -218,6 +234,243 @@ def _engine_section(args: argparse.Namespace) -> None:
     bench_engine(budget=args.budget)
 
 
+#: Training runs of the profile section: (cell, T), at the default grid's other settings.
+PROFILE_RUNS: tuple[tuple[str, int], ...] = (("rnn", 10), ("lstm", 10), ("rnn", 100), ("lstm", 100))
+#: Where a run's CPU time can go, in the order printed.
+PROFILE_PHASES = (
+    "forward/backward",
+    "readout/loss/checks",
+    "sigma_max",
+    "clipping",
+    "optimizer",
+    "sampling",
+    "evaluation",
+    "tracking",
+    "other",
+)
+#: Overrides of the profiled runs: the shapes of ``experiments/default.yaml`` with norm clipping.
+PROFILE_OVERRIDES = (
+    "+experiments=default",
+    "activation=tanh",
+    "init=xavier",
+    "clip=norm",
+    "seed=0",
+)
+
+
+class _PhaseClock:
+    """CPU time per phase of a run, from wrapped calls, each second counted once.
+
+    A wrapped call runs its phase only at the top level, or inside the phase named by ``within``
+    (whose clock it then pauses): the evaluation's forward pass is evaluation, while the cell's
+    forward and backward inside ``loss_and_grads`` are split off from its readout, loss and checks.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(PROFILE_PHASES, 0.0)
+        self.calls = 0
+        self._stack: list[str] = []
+        self._mark = 0.0
+
+    def wrap(self, phase: str, fn: Callable, within: str | None = None) -> Callable:
+        def timed(*args, **kwargs):
+            outer = self._stack[-1] if self._stack else None
+            if outer != within:
+                return fn(*args, **kwargs)
+            now = time.process_time()
+            if outer is not None:
+                self.seconds[outer] += now - self._mark
+            self.calls += 1
+            self._stack.append(phase)
+            self._mark = now
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                now = time.process_time()
+                self.seconds[self._stack.pop()] += now - self._mark
+                self._mark = now
+
+        return timed
+
+
+class _TimedTracker:
+    """Forwards every call to ``tracker`` and times it as the ``tracking`` phase."""
+
+    def __init__(self, tracker, clock: _PhaseClock) -> None:
+        self._tracker, self._clock = tracker, clock
+
+    def __getattr__(self, name: str):
+        return self._clock.wrap("tracking", getattr(self._tracker, name))
+
+
+def profile_run(cell: str, seq_len: int, uri: str, overrides: tuple[str, ...] = ()) -> dict:
+    """Train one run (tracked into the MLflow store ``uri``) and split its CPU time by phase.
+
+    The run goes through :func:`bpttlab.train.train` as in a sweep job: an MLflow run is started,
+    the config logged, the run trained and ended. Calls to the cell's forward and backward, the
+    rest of the model's ``loss_and_grads`` (readout, loss, input checks), the
+    σ_max of the recurrent blocks, the gradient norms and clipping, the optimizer, the task's
+    sampler, the evaluations and temporal profiles and every tracker method are timed with
+    ``time.process_time``; ``other`` is the rest (the loop, the recorder, set-up, and the timer's
+    own cost of about ``calls · timer`` seconds).
+
+    Returns
+    -------
+    dict
+        ``{"total": CPU seconds, "train": CPU seconds inside train() without tracker calls,
+        "steps": int,
+        "calls": timed calls, phase: CPU seconds for each of PROFILE_PHASES}``.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from bpttlab import config as C
+    from bpttlab import diagnostics, recorder, tracking
+    from bpttlab import train as train_mod
+
+    clock = _PhaseClock()
+    root = tracking.project_root()
+    C.register_configs()
+    os.environ.setdefault("BPTTLAB_ROOT", str(root))
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        dcfg = compose(
+            "config",
+            overrides=[
+                *PROFILE_OVERRIDES,
+                f"model={cell}",
+                f"task.seq_len={seq_len}",
+                "tracking=local",
+                *overrides,
+            ],
+        )
+    cfg = C.to_config(dcfg)
+    build = train_mod.build
+
+    def profiled_build(cfg):
+        model, task, optimizer, data_rng = build(cfg)
+        model.loss_and_grads = clock.wrap("readout/loss/checks", model.loss_and_grads)
+        task.sample = clock.wrap("sampling", task.sample)
+        optimizer.step = clock.wrap("optimizer", optimizer.step)
+        return model, task, optimizer, data_rng
+
+    patches = {
+        (train_mod, "build"): profiled_build,
+        (train_mod, "clip_gradients"): clock.wrap("clipping", train_mod.clip_gradients),
+        (diagnostics, "grad_norms"): clock.wrap("clipping", diagnostics.grad_norms),
+        (recorder, "sigma_max_hh"): clock.wrap("sigma_max", recorder.sigma_max_hh),
+        (recorder, "evaluate"): clock.wrap("evaluation", recorder.evaluate),
+        (recorder, "temporal_profile"): clock.wrap("evaluation", recorder.temporal_profile),
+    }
+    cell_module = importlib.import_module(f"bpttlab.models.{cell}")
+    for name in ("forward", "backward"):
+        fn = getattr(cell_module, name)
+        patches[(cell_module, name)] = clock.wrap("forward/backward", fn, "readout/loss/checks")
+    saved = {key: getattr(*key) for key in patches}
+    client = tracking.get_client(uri)  # schema and experiment exist before the clock starts
+    exp_id = tracking.get_or_create_experiment(client, "bpttlab-bench-profile", uri)
+    try:
+        for (mod, name), fn in patches.items():
+            setattr(mod, name, fn)
+        c0 = time.process_time()
+        start = clock.wrap("tracking", tracking.MlflowTracker.start)
+        tracker = start(uri, "", f"{cell}-T{seq_len}", client=client, experiment_id=exp_id)
+        timed_tracker = _TimedTracker(tracker, clock)
+        timed_tracker.log_params(C.flatten(C.to_dict(cfg)))
+        t0, track0 = time.process_time(), clock.seconds["tracking"]
+        summary = train_mod.train(cfg, timed_tracker)
+        train_cpu = time.process_time() - t0
+        train_tracking = clock.seconds["tracking"] - track0
+        timed_tracker.end("FINISHED")
+        total = time.process_time() - c0
+    finally:
+        for (mod, name), fn in saved.items():
+            setattr(mod, name, fn)
+    out = {"total": total, "steps": summary["steps_done"]}
+    out["train"] = train_cpu - train_tracking  # train() without its tracker calls
+    out["calls"] = clock.calls
+    out.update(clock.seconds)
+    out["other"] = total - sum(clock.seconds[p] for p in PROFILE_PHASES if p != "other")
+    return out
+
+
+def _timer_cost(n: int = 20000) -> float:
+    """CPU seconds one timed call adds (two ``process_time`` calls and the wrapper)."""
+    clock = _PhaseClock()
+    noop = clock.wrap("other", lambda: None)
+    c0 = time.process_time()
+    for _ in range(n):
+        noop()
+    with_timer = time.process_time() - c0
+    c0 = time.process_time()
+    for _ in range(n):
+        (lambda: None)()
+    return max(0.0, (with_timer - (time.process_time() - c0)) / n)
+
+
+def bench_profile(
+    runs: tuple[tuple[str, int], ...] = PROFILE_RUNS,
+    repeats: int = 3,
+    print_fn: Callable[[str], None] = print,
+) -> dict[tuple[str, int], dict[str, float]]:
+    """Where one run's CPU time goes, per phase, for each ``(cell, T)`` of ``runs``.
+
+    Each run is repeated ``repeats`` times, the runs interleaved (round after round) into one
+    fresh temporary SQLite store; the table shows each phase's median share of the run's CPU time.
+    ``per-step`` is the share of ``train()`` (without its tracker calls) that is neither the
+    cell's forward and backward pass nor evaluation: readout, loss and input checks of
+    ``loss_and_grads``, σ_max, clipping, optimizer, sampling and the loop itself.
+
+    Returns
+    -------
+    dict
+        ``{(cell, T): {phase: median share in %, "per_step": %, "tracking": %, "ms_per_step":
+        median CPU ms per training step}}``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="bpttlab-bench-profile-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    samples: dict[tuple[str, int], list[dict]] = {run: [] for run in runs}
+    with _one_blas_thread():
+        profile_run(*runs[0], uri, ("steps=20",))  # warm-up: imports, store, caches
+        for _ in range(repeats):
+            for run in runs:
+                samples[run].append(profile_run(*run, uri))
+    timer = _timer_cost()
+    short = {"forward/backward": "fwd/bwd", "readout/loss/checks": "readout+"}
+    names = [short.get(p, p) for p in PROFILE_PHASES]
+    header = f"{'run':<10} {'ms/step':>7} " + " ".join(f"{n:>10}" for n in names)
+    header += f" {'per-step':>9}"
+    print_fn(header)
+    print_fn("-" * len(header))
+    result = {}
+    for (cell, seq_len), rows in samples.items():
+        shares = {
+            p: statistics.median(100 * r[p] / r["total"] for r in rows) for p in PROFILE_PHASES
+        }
+        per_step = statistics.median(
+            100 * (r["train"] - r["forward/backward"] - r["evaluation"]) / r["train"] for r in rows
+        )
+        ms = statistics.median(1e3 * r["total"] / r["steps"] for r in rows)
+        timer_pct = statistics.median(100 * r["calls"] * timer / r["total"] for r in rows)
+        result[(cell, seq_len)] = {**shares, "per_step": per_step, "ms_per_step": ms}
+        print_fn(
+            f"{cell + f' T={seq_len}':<10} {ms:>7.3f} "
+            + " ".join(f"{shares[p]:>9.1f}%" for p in PROFILE_PHASES)
+            + f" {per_step:>8.1f}%"
+            + f"   (timer {timer_pct:.1f}% in other)"
+        )
+    return result
+
+
+def _profile_section(args: argparse.Namespace) -> None:
+    print("## profile: where one run's CPU time goes (default-grid shapes, norm clipping)")
+    print("   median shares of the run's CPU time (MLflow start to end) over interleaved repeats;")
+    print("   per-step = share of train() (tracking left out) outside the cell's fwd/bwd and the")
+    print("   evaluations; readout+ = the rest of loss_and_grads (readout, loss, input checks)")
+    bench_profile()
+
+
 def _smoke_section(args: argparse.Namespace) -> None:
     from bpttlab.bench_sweep import bench_sweeps
 
@@ -242,12 +495,13 @@ def _scale_section(args: argparse.Namespace) -> None:
 #: Sections of the benchmark, run in this order (``sweep`` includes ``smoke``).
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "engine": _engine_section,
+    "profile": _profile_section,
     "sweep": _sweep_section,
     "scale": _scale_section,
     "smoke": _smoke_section,
 }
 #: What ``make bench`` runs with no section named.
-DEFAULT_SECTIONS = ("engine", "sweep", "scale")
+DEFAULT_SECTIONS = ("engine", "profile", "sweep", "scale")
 
 
 def main(argv: list[str] | None = None) -> None:

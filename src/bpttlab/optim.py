@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bpttlab.diagnostics import global_norm
+
 __all__ = [
     "OPTIMIZERS",
     "CLIP_MODES",
     "ClipInfo",
+    "FlatParams",
     "clip_gradients",
     "make_optimizer",
     "Optimizer",
@@ -37,21 +40,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 CLIP_MODES = ("none", "norm", "value")
-
-
-def _global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    """Global L2 norm ``sqrt(sum_k ||g_k||^2)`` over all arrays, safe from overflow.
-
-    Computed as ``m * sqrt(sum (g / m)^2)`` with ``m = max |g|`` so finite gradients as large as
-    1e200 do not overflow. Returns ``inf`` if any entry is infinite, ``nan`` if any is NaN.
-    """
-    arrays = [np.asarray(g) for g in grads.values() if np.size(g)]
-    if not arrays:
-        return 0.0
-    m = float(np.max([np.max(np.abs(g)) for g in arrays]))  # NaN propagates through np.max
-    if not np.isfinite(m) or m == 0.0:
-        return m
-    return m * float(np.sqrt(sum(np.sum(np.square(g / m)) for g in arrays)))
 
 
 def _positive_number(x) -> bool:
@@ -69,7 +57,11 @@ class ClipInfo:
 
 
 def clip_gradients(
-    grads: Mapping[str, np.ndarray], mode: str = "norm", threshold: float = 1.0
+    grads: Mapping[str, np.ndarray],
+    mode: str = "norm",
+    threshold: float = 1.0,
+    norm: float | None = None,
+    flat: np.ndarray | None = None,
 ) -> ClipInfo:
     """Clip a dict of gradient arrays in place.
 
@@ -79,6 +71,9 @@ def clip_gradients(
     mode : ``"none"``, ``"norm"`` (``g <- threshold g / ||g||`` when ``||g|| >= threshold``,
         ``||g||`` the global L2 norm) or ``"value"`` (``g <- clip(g, -threshold, threshold)``).
     threshold : > 0 for ``"norm"`` and ``"value"``; ignored for ``"none"``.
+    norm : ``global_norm(grads)`` if the caller has it already (it is not recomputed).
+    flat : the arrays of ``grads`` end to end as one vector whose slices they are (as
+        :class:`FlatParams` keeps them): clipped in one pass, same numbers.
 
     Returns
     -------
@@ -93,7 +88,7 @@ def clip_gradients(
     """
     if mode not in CLIP_MODES:
         raise ValueError(f"unknown clip mode {mode!r}; valid choices: {CLIP_MODES}")
-    norm_before = _global_norm(grads)
+    norm_before = global_norm(grads, flat) if norm is None else float(norm)
     if mode == "none":
         return ClipInfo(norm_before, norm_before, False)
     if not _positive_number(threshold):
@@ -102,18 +97,76 @@ def clip_gradients(
         )
     if not np.isfinite(norm_before):
         return ClipInfo(norm_before, norm_before, False)  # caller decides what to do
+    parts = list(grads.values()) if flat is None else [flat]
     if mode == "norm":
         if norm_before < threshold:
             return ClipInfo(norm_before, norm_before, False)
         scale = threshold / norm_before
-        for g in grads.values():
+        for g in parts:
             g *= scale  # g <- threshold * g / ||g||
-        return ClipInfo(norm_before, _global_norm(grads), True)
-    fired = any(bool(np.any(np.abs(g) > threshold)) for g in grads.values())
+        return ClipInfo(norm_before, global_norm(grads, flat), True)
+    fired = any(bool(np.any(np.abs(g) > threshold)) for g in parts)
     if fired:
-        for g in grads.values():
+        for g in parts:
             np.clip(g, -threshold, threshold, out=g)
-    return ClipInfo(norm_before, _global_norm(grads), fired)
+    return ClipInfo(norm_before, global_norm(grads, flat), fired)
+
+
+class FlatParams:
+    """Parameters kept end to end in one contiguous vector, so updates are a few vector ops.
+
+    ``FlatParams(params)`` copies the arrays of ``params`` into ``self.flat`` and puts views of
+    it back into the same dict (same names, shapes, dtype and values), so a model reading
+    ``params`` sees every in-place update of ``self.flat``. :meth:`gather` copies a dict of
+    gradients into ``self.grad`` (same layout) and returns views of it by name. Each array
+    starts at a multiple of 64 bytes.
+
+    Attributes
+    ----------
+    flat, grad : 1-D arrays (the parameters, the gradients)
+    flat_params, flat_grads : ``{"flat": flat}``, ``{"flat": grad}``, for ``Optimizer.step``
+    """
+
+    ALIGN = 64  # bytes
+
+    def __init__(self, params: dict[str, np.ndarray]) -> None:
+        dtypes = {np.asarray(p).dtype for p in params.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"parameters of one dtype needed, got {sorted(map(str, dtypes))}")
+        dtype = dtypes.pop()
+        step = max(1, self.ALIGN // dtype.itemsize)
+        self.slices: dict[str, slice] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        start = 0
+        for k, p in params.items():
+            self.slices[k] = slice(start, start + p.size)
+            self.shapes[k] = p.shape
+            start += -(-p.size // step) * step  # next aligned offset
+        self.flat = _aligned_zeros(start, dtype, self.ALIGN)
+        self.grad = _aligned_zeros(start, dtype, self.ALIGN)
+        self._grad_views = {}
+        for k, p in params.items():
+            view = self.flat[self.slices[k]].reshape(self.shapes[k])
+            view[...] = p
+            params[k] = view
+            self._grad_views[k] = self.grad[self.slices[k]].reshape(self.shapes[k])
+        self.flat_params = {"flat": self.flat}
+        self.flat_grads = {"flat": self.grad}
+
+    def gather(self, grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copy ``grads`` (the names of the parameters, any order) into ``self.grad``; return
+        views of it by name, in the parameters' order."""
+        if grads.keys() != self._grad_views.keys():
+            raise ValueError(f"gradients {sorted(grads)} != parameters {sorted(self._grad_views)}")
+        for k, view in self._grad_views.items():
+            np.copyto(view, grads[k])
+        return self._grad_views
+
+
+def _aligned_zeros(n: int, dtype: np.dtype, align: int) -> np.ndarray:
+    raw = np.zeros(n * dtype.itemsize + align, dtype=np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset : offset + n * dtype.itemsize].view(dtype)
 
 
 class Optimizer:
@@ -151,7 +204,7 @@ class Optimizer:
             self._update(p, np.asarray(g), self.state[k])
 
     def _init_state(self, p: np.ndarray) -> dict:
-        return {}
+        return {"tmp": np.empty_like(p)}
 
     def _update(self, p: np.ndarray, g: np.ndarray, st: dict) -> None:
         raise NotImplementedError
@@ -183,7 +236,9 @@ class SGD(Optimizer):
     name = "sgd"
 
     def _update(self, p, g, st):
-        p -= self.lr * g
+        tmp = st["tmp"]
+        np.multiply(g, self.lr, out=tmp)
+        p -= tmp  # p <- p - lr g
 
 
 class Momentum(Optimizer):
@@ -204,13 +259,19 @@ class Momentum(Optimizer):
         self.nesterov = bool(nesterov)
 
     def _init_state(self, p):
-        return {"v": np.zeros_like(p)}
+        return {"v": np.zeros_like(p), "tmp": np.empty_like(p)}
 
     def _update(self, p, g, st):
-        v = st["v"]
+        v, tmp = st["v"], st["tmp"]
         v *= self.momentum
         v += g  # v <- mu v + g
-        p -= self.lr * (g + self.momentum * v if self.nesterov else v)
+        if self.nesterov:
+            np.multiply(v, self.momentum, out=tmp)
+            tmp += g  # g + mu v
+            tmp *= self.lr
+        else:
+            np.multiply(v, self.lr, out=tmp)
+        p -= tmp
 
     def _options(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
@@ -232,13 +293,19 @@ class RMSprop(Optimizer):
         self.eps = _check_eps(self.name, eps)
 
     def _init_state(self, p):
-        return {"s": np.zeros_like(p)}
+        return {"s": np.zeros_like(p), "tmp": np.empty_like(p), "tmp2": np.empty_like(p)}
 
     def _update(self, p, g, st):
-        s = st["s"]
+        s, tmp, tmp2 = st["s"], st["tmp"], st["tmp2"]
         s *= self.decay
-        s += (1.0 - self.decay) * g * g  # running mean of g^2
-        p -= self.lr * g / (np.sqrt(s) + self.eps)
+        np.multiply(g, 1.0 - self.decay, out=tmp)
+        tmp *= g
+        s += tmp  # s <- rho s + (1 - rho) g^2, running mean of g^2
+        np.sqrt(s, out=tmp)
+        tmp += self.eps
+        np.multiply(g, self.lr, out=tmp2)
+        tmp2 /= tmp
+        p -= tmp2  # p <- p - lr g / (sqrt(s) + eps)
 
     def _options(self):
         return {"lr": self.lr, "decay": self.decay, "eps": self.eps}
@@ -261,18 +328,27 @@ class Adam(Optimizer):
         self.eps = _check_eps(self.name, eps)
 
     def _init_state(self, p):
-        return {"t": 0, "m": np.zeros_like(p), "v": np.zeros_like(p)}
+        z = np.zeros_like
+        return {"t": 0, "m": z(p), "v": z(p), "tmp": np.empty_like(p), "tmp2": np.empty_like(p)}
 
     def _update(self, p, g, st):
         st["t"] += 1
-        t, m, v = st["t"], st["m"], st["v"]
+        t, m, v, tmp, tmp2 = st["t"], st["m"], st["v"], st["tmp"], st["tmp2"]
         m *= self.beta1
-        m += (1.0 - self.beta1) * g
+        np.multiply(g, 1.0 - self.beta1, out=tmp)
+        m += tmp  # m <- b1 m + (1 - b1) g
         v *= self.beta2
-        v += (1.0 - self.beta2) * g * g
-        m_hat = m / (1.0 - self.beta1**t)  # bias correction of the zero-initialised averages
-        v_hat = v / (1.0 - self.beta2**t)
-        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        np.multiply(g, 1.0 - self.beta2, out=tmp)
+        tmp *= g
+        v += tmp  # v <- b2 v + (1 - b2) g^2
+        # bias correction of the zero-initialised averages: m_hat, v_hat
+        np.divide(v, 1.0 - self.beta2**t, out=tmp)
+        np.sqrt(tmp, out=tmp)
+        tmp += self.eps  # sqrt(v_hat) + eps
+        np.divide(m, 1.0 - self.beta1**t, out=tmp2)
+        tmp2 *= self.lr
+        tmp2 /= tmp
+        p -= tmp2  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
 
     def _options(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

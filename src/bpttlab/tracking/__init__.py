@@ -22,6 +22,8 @@ import numpy as np
 
 # MLflow caps one log_batch call at 1000 metrics and 100 params or tags.
 METRICS_PER_BATCH = 1000
+# Queued metric points that trigger a write (in full batches); the rest waits for flush().
+WRITE_AFTER = 10 * METRICS_PER_BATCH
 PARAMS_PER_BATCH = 100
 PARAM_VALUE_MAX = 6000
 
@@ -91,11 +93,24 @@ class Tracker(Protocol):
     def flush(self) -> None: ...
 
 
-def _finite(value: Any) -> bool:
+def _number(x: Any) -> float:
     try:
-        return bool(np.isfinite(float(value)))
+        return float(x)
     except (TypeError, ValueError):
-        return False
+        return float("nan")
+
+
+def _finite_points(steps: Iterable[int], values: Iterable[float]) -> list[tuple[int, float]]:
+    """``(step, value)`` pairs as Python numbers; non-finite or non-numeric values left out."""
+    try:
+        v = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):  # something that is not a number: keep the numbers only
+        v = np.array([_number(x) for x in values], dtype=np.float64)
+    s = np.asarray(steps).ravel()
+    if s.shape != v.shape:
+        raise ValueError(f"{s.size} steps for {v.size} values")
+    keep = np.isfinite(v)
+    return list(zip(s[keep].astype(np.int64).tolist(), v[keep].tolist(), strict=True))
 
 
 class NullTracker:
@@ -114,9 +129,9 @@ class NullTracker:
         self.tags.update({k: str(v) for k, v in tags.items()})
 
     def log_series(self, name: str, steps: Iterable[int], values: Iterable[float]) -> None:
-        for s, v in zip(steps, values, strict=True):
-            if _finite(v):
-                self.metrics[name].append((int(s), float(v)))
+        points = _finite_points(steps, values)
+        if points:
+            self.metrics[name].extend(points)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         for k, v in metrics.items():
@@ -223,25 +238,34 @@ class MlflowTracker:
             self._timed(self.client.log_batch, self.run_id, tags=items[i : i + PARAMS_PER_BATCH])
 
     def log_series(self, name: str, steps: Iterable[int], values: Iterable[float]) -> None:
-        """Queue a metric series; non-finite values are skipped (never written as results)."""
+        """Queue a metric series; non-finite values are skipped (never written as results).
+
+        Points are written in full batches of ``METRICS_PER_BATCH`` once ``WRITE_AFTER`` are
+        queued; :meth:`flush` (and :meth:`end`) write the rest.
+        """
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        for s, v in zip(steps, values, strict=True):
-            if _finite(v):
-                self._pending.append(Metric(name, float(v), ts, int(s)))
-        if len(self._pending) >= 10 * METRICS_PER_BATCH:
-            self.flush()
+        self._pending.extend(Metric(name, v, ts, s) for s, v in _finite_points(steps, values))
+        if len(self._pending) >= WRITE_AFTER:
+            self._write(full_batches_only=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         for k, v in metrics.items():
             self.log_series(k, [step], [v])
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), METRICS_PER_BATCH):
+        """Write every queued point."""
+        self._write(full_batches_only=False)
+
+    def _write(self, full_batches_only: bool) -> None:
+        n = len(self._pending)
+        if full_batches_only:
+            n -= n % METRICS_PER_BATCH
+        batches, self._pending = self._pending[:n], self._pending[n:]
+        for i in range(0, n, METRICS_PER_BATCH):
             self._timed(
-                self.client.log_batch, self.run_id, metrics=pending[i : i + METRICS_PER_BATCH]
+                self.client.log_batch, self.run_id, metrics=batches[i : i + METRICS_PER_BATCH]
             )
 
     def log_arrays(self, artifact_file: str, **arrays: np.ndarray) -> None:
