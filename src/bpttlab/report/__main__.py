@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(sweeps.to_string(index=False) if not sweeps.empty else "no sweeps")
             return 0
         data = load_sweep(uri, args.experiment, args.sweep_id, progress=progress)
-        from bpttlab.report.render import write_report
+        from bpttlab.report.build import write_report
 
         formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
         out = Path(args.out) if args.out else _default_out()

@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from bpttlab.optim import clip_gradients
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 from bpttlab.reproduce.cliff_model import bifurcation, cliff_error, cliff_grad, fixed_point_slope
 
 NAME = "cliff"
@@ -297,12 +298,13 @@ def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
     return verdicts(data["summary"], scale)
 
 
+@styled
 def figure(data: dict):
     """3-D surface with trajectories, top view, and the bifurcation diagram."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     arrays, spec = data["arrays"], data["spec"]
-    fig = plt.figure(figsize=(24, 5.4))
+    fig = Figure(figsize=(24, 5.4))
     if arrays is None:
         fig.text(0.5, 0.5, "no stored analytic run", ha="center")
         return fig
