@@ -99,7 +99,7 @@ def test_client_path_reads_the_same_points_as_sql(store, sweep_a):
 
 
 def test_sweep_selection(store):
-    client = L.get_client(store["uri"])
+    client = L.open_store(store["uri"])
     newest = L.find_sweep(client)
     assert newest.data.tags["sweep_id"] == "sweep-b"  # newest over all experiments
     assert L.find_sweep(client, experiment="bpttlab").data.tags["sweep_id"] == "sweep-a"

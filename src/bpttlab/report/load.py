@@ -37,7 +37,7 @@ __all__ = [
     "ReportError",
     "SweepData",
     "find_sweep",
-    "get_client",
+    "open_store",
     "list_sweeps",
     "load_runs",
     "load_sweep",
@@ -110,7 +110,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return _resolve(uri)
 
 
-def get_client(tracking_uri: str):
+def open_store(tracking_uri: str):
     """:func:`bpttlab.tracking.get_client`, refusing a SQLite store that does not exist yet."""
     from bpttlab import tracking
 
@@ -258,7 +258,7 @@ def load_sweep(
         Empty store, unknown experiment, no sweep, or a sweep without runs.
     """
     uri = resolve_tracking_uri(tracking_uri)
-    client = get_client(uri)
+    client = open_store(uri)
     parent = find_sweep(client, experiment, sweep_id)
     exp = client.get_experiment(parent.info.experiment_id)
     sid = parent.data.tags.get("sweep_id", parent.info.run_id)
