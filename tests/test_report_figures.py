@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from bpttlab.report import figures as F  # noqa: E402
-from bpttlab.report.synthetic import synthetic_frames  # noqa: E402
+from synthetic_store import synthetic_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")

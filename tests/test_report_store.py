@@ -9,7 +9,8 @@ import pytest
 
 from bpttlab.report import load as L
 from bpttlab.report.__main__ import main as report_main
-from bpttlab.report.synthetic import synthetic_runs, write_synthetic_store
+from bpttlab.tracking import reader
+from synthetic_store import synthetic_runs, write_synthetic_store
 
 pytest.importorskip("mlflow")
 
@@ -87,8 +88,8 @@ def test_client_path_reads_the_same_points_as_sql(store, sweep_a):
 
     client = MlflowClient(tracking_uri=store["uri"])
     runs = L.load_runs(client, client.get_run(store["a"][0]))
-    fast = L.load_metric_points(client, store["uri"], runs)
-    slow = L.load_metric_points(client, "http://unused", runs.head(3))  # not SQL: client API
+    fast = reader.metric_points(client, store["uri"], runs)
+    slow = reader.metric_points(client, "http://unused", runs.head(3))  # not SQL: client API
     fast3 = fast[fast.run_id.isin(runs.run_id.head(3))].reset_index(drop=True)
     key = ["run_id", "metric", "step"]
     slow = slow.sort_values(key).reset_index(drop=True)
@@ -98,7 +99,7 @@ def test_client_path_reads_the_same_points_as_sql(store, sweep_a):
 
 
 def test_sweep_selection(store):
-    client = L.get_client(store["uri"])
+    client = L.open_store(store["uri"])
     newest = L.find_sweep(client)
     assert newest.data.tags["sweep_id"] == "sweep-b"  # newest over all experiments
     assert L.find_sweep(client, experiment="bpttlab").data.tags["sweep_id"] == "sweep-a"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bpttlab.report import tables as T
-from bpttlab.report.synthetic import synthetic_frames
+from synthetic_store import synthetic_frames
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from bpttlab.reproduce import (
     latch,
     temporal_order,
 )
-from bpttlab.reproduce import common as C
+from bpttlab.reproduce import protocol as C
 from bpttlab.reproduce.__main__ import parse_only
-from bpttlab.tasks import cliff_grad
+from bpttlab.reproduce.cliff_model import cliff_grad
 
 
 def _marks(verdicts):
@@ -93,7 +93,7 @@ def test_bound_verdicts_are_not_judged_without_runs():
 def test_analytic_folds_match_the_bifurcation_of_the_map():
     lo, hi = cliff.analytic_folds(5.0)
     assert lo == pytest.approx(-2.656, abs=1e-3) and hi == pytest.approx(-2.344, abs=1e-3)
-    from bpttlab.tasks import bifurcation
+    from bpttlab.reproduce.cliff_model import bifurcation
 
     assert [len(r) for r in bifurcation(5.0, [lo - 0.01, 0.5 * (lo + hi), hi + 0.01])] == [1, 3, 1]
     with pytest.raises(ValueError, match="w > 4"):
@@ -273,7 +273,7 @@ def test_load_runs_filters_params_and_keeps_the_latest_of_one_config(sqlite_uri)
     assert runs.loc[0, "params.task.seq_len"] == 5 and runs.loc[0, "seed"] == 1
     assert len(C.load_runs(sqlite_uri, "exp")) == 2
     assert C.load_runs(sqlite_uri, "no-such-experiment").empty
-    hist = C.load_history(sqlite_uri, list(runs["run_id"]), ["test_loss"])
+    hist = C.load_history(sqlite_uri, runs, ["test_loss"])
     assert list(hist["step"]) == [0, 5] and list(hist["value"]) == [1.0, 0.5]
 
 
@@ -295,24 +295,25 @@ def test_analytic_run_is_recorded_once_and_read_back(sqlite_uri):
 
 
 def test_rendered_report_puts_the_verdict_table_first(tmp_path):
+    from matplotlib.figure import Figure
+
+    from bpttlab.report.render import render_html, render_markdown, save_figure
+
     v = [
         C.Verdict("x", "a claim", "1.0", "0.9 ± 0.1 (n=3)", "ours < 1", True),
         C.Verdict("x", "b|claim", "-", "2", "ours < 1", False),
     ]
-    fig = tmp_path / "repro_x.png"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    C.save_figure(plt.figure(), fig)
+    (fig,) = save_figure(Figure(), tmp_path / "figures" / "repro_x")
     sections = [C.Section("x", "X", "setup text", fig, v, {"sweep": 75.0})]
-    md = C.render_markdown(sections, "header")
+    blocks = C.report_blocks(sections, "header")
+    md = render_markdown(blocks, tmp_path)
     assert md.index("| result |") < md.index("## X")
     assert "1 of 2 claims reproduced, 1 failed" in md and "b\\|claim" in md
-    assert "figures/repro_x.png" in md and "sweep 1.2 min" in md
-    page = C.render_html(sections, "header")
+    assert "(figures/repro_x.png)" in md and "sweep 1.2 min" in md
+    page = render_html(blocks, C.TITLE)
     assert page.index("<table>") < page.index("<h2>X") and "data:image/png;base64," in page
+    assert '<td style="background:#d4edda">PASS</td>' in page
+    assert '<td style="background:#f8d7da">FAIL</td>' in page
 
 
 def test_mean_spread_and_variants():

@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from bpttlab.reproduce import common as C
+from bpttlab import tracking
 from bpttlab.reproduce.__main__ import available, main
 
 
 def _count_runs(uri: str, experiment: str) -> int:
-    client = C.get_client(uri)
+    client = tracking.get_client(uri)
     exp = client.get_experiment_by_name(experiment)
     return len(client.search_runs([exp.experiment_id], max_results=1000))
 

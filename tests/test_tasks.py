@@ -5,17 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from bpttlab.tasks import (
-    BATCH_TASKS,
-    TASKS,
+from bpttlab.reproduce.cliff_model import (
     CliffTask,
     bifurcation,
     cliff_error,
     cliff_grad,
     cliff_trajectory,
     fixed_point_slope,
-    make_task,
 )
+from bpttlab.tasks import BATCH_TASKS, TASKS, make_task
 
 SEQ = {"adding": 20, "copy": 7, "temporal_order": 30, "digits": None, "latch": 12}
 
@@ -84,14 +82,15 @@ def test_test_stream_differs_from_training_stream_with_same_seed():
 
 
 def test_tasks_tuple():
-    assert TASKS == ("adding", "copy", "temporal_order", "digits", "latch", "cliff")
-    assert set(BATCH_TASKS) == set(TASKS) - {"cliff"}
+    assert TASKS == ("adding", "copy", "temporal_order", "digits", "latch")
+    assert BATCH_TASKS == TASKS
 
 
 @pytest.mark.parametrize(
     ("name", "seq_len", "kwargs", "match"),
     [
-        ("nope", 10, {}, r"unknown task 'nope'.*adding.*cliff"),
+        ("nope", 10, {}, r"unknown task 'nope'.*adding.*latch"),
+        ("cliff", 50, {}, r"unknown task 'cliff'"),
         ("adding", 1, {}, r"seq_len must be an integer >= 2, got 1"),
         ("adding", 0, {}, r">= 2, got 0"),
         ("adding", 10.5, {}, r"seq_len must be an integer"),
@@ -107,7 +106,6 @@ def test_tasks_tuple():
         ("adding", 10, {"test_size": 0}, r"test_size must be an integer >= 1, got 0"),
         ("adding", 10, {"dtype": np.int32}, r"dtype must be a floating type"),
         ("adding", 10, {"bogus": 1}, r"unknown option\(s\) \['bogus'\]; valid options: .*tol"),
-        ("cliff", 0, {}, r"cliff: seq_len must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_values_raise(name, seq_len, kwargs, match):
@@ -336,10 +334,12 @@ def test_bifurcation_at_w5():
 
 
 def test_cliff_task_object():
-    task = make_task("cliff", 50)
-    assert isinstance(task, CliffTask) and task.batch is False
+    task = CliffTask(50)
+    assert task.batch is False
     assert float(task.error(5.0, -2.5)) == pytest.approx(float(cliff_error(5.0, -2.5)))
     with pytest.raises(ValueError, match="cliff is not a batch task"):
         task.sample(rng(), 4)
     with pytest.raises(ValueError, match="cliff is not a batch task"):
         task.test_set()
+    with pytest.raises(ValueError, match="cliff: seq_len must be an integer >= 1, got 0"):
+        CliffTask(0)

@@ -9,13 +9,12 @@ calls (the ``tracking_seconds`` tag) over the run's wall time (MLflow's start an
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bpttlab import tracking
+from bpttlab import launch, tracking
+from bpttlab.tracking import reader
 
 
 def run_sweep_timed(experiment: str, jobs: int, *overrides: str) -> tuple[float, str, str]:
@@ -26,26 +25,18 @@ def run_sweep_timed(experiment: str, jobs: int, *overrides: str) -> tuple[float,
     """
     tmp = Path(tempfile.mkdtemp(prefix=f"bpttlab-bench-{experiment}-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cmd = [
-        sys.executable, "-m", "bpttlab", "-m", f"experiments={experiment}",
-        f"hydra.sweep.dir={tmp / 'multirun'}", f"hydra.launcher.n_jobs={jobs}", *overrides,
-    ]  # fmt: skip
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"sweep {experiment} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
-    return wall, uri, proc.stdout
+    args = [f"hydra.sweep.dir={tmp / 'multirun'}", f"hydra.launcher.n_jobs={jobs}", *overrides]
+    proc = launch.run_sweep(experiment, args, env={"MLFLOW_TRACKING_URI": uri})
+    if not proc.ok:
+        raise RuntimeError(proc.failure(f"sweep {experiment}"))
+    return proc.seconds, uri, proc.stdout
 
 
 def tracking_share(uri: str) -> tuple[int, float, float]:
-    """``(runs, total run seconds, tracking seconds)`` summed over the store's child runs."""
+    """``(runs, total run seconds, tracking seconds)`` summed over the store's training runs."""
     client = tracking.get_client(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(exps, "tags.`bpttlab.role` = 'run'", max_results=5000)
+    runs = list(reader.search_runs(client, exps, f"tags.`{reader.ROLE_TAG}` = 'run'"))
     total = track = 0.0
     for r in runs:
         if r.info.end_time and "tracking_seconds" in r.data.tags:

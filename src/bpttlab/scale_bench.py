@@ -10,8 +10,8 @@ Three ways to run ``experiments/smoke.yaml`` on this machine, each into a fresh 
 - ``ray (cluster)``: the same against a Ray head that was already running (``ray start --head``),
   the multi-machine set-up; the head's own start-up is timed separately.
 
-The helpers here (a local Ray head on loopback, one smoke sweep as a subprocess) are also what the
-scale tests use.
+The helpers here (a local Ray head on loopback, one smoke sweep through
+:func:`bpttlab.launch.run_sweep`) are also what the scale tests use.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpttlab.server import related_processes
+from bpttlab import launch
+from bpttlab.server import _log_tail, related_processes
 
 # Ray on one machine, for tests and benchmarks: no token auth, everything bound to loopback
 # (Ray otherwise swaps 127.0.0.1 for the machine's network address), no usage report, and an
@@ -117,7 +118,7 @@ def local_ray_head(num_cpus: int = 2, timeout: float = 180.0) -> Iterator[RayHea
     try:
         while _READY not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"ray head did not start; end of {log}:\n{_tail(log)}")
+                raise RuntimeError(f"ray head did not start; end of {log}:\n{_log_tail(log)}")
             time.sleep(0.25)
         head.startup_seconds = time.monotonic() - t0
         yield head
@@ -145,13 +146,6 @@ def _stop_tree(head: RayHead, proc: subprocess.Popen) -> None:
         raise RuntimeError(f"ray processes survived SIGKILL: {sorted(left)}")
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def smoke_sweep(
     launcher: str,
     workdir: Path,
@@ -169,25 +163,21 @@ def smoke_sweep(
     if launcher not in ("joblib", "ray"):
         raise ValueError(f"launcher={launcher!r}: expected 'joblib' or 'ray'")
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **RAY_LOCAL_ENV, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "BPTTLAB_PARENT_RUN_ID"):
-        env.pop(var, None)
-    if ray_address:
-        env["RAY_ADDRESS"] = ray_address
-    cmd = [
-        *(sys.executable, "-m", "bpttlab", "-m", "experiments=smoke"),
+    env: dict[str, str | None] = {**RAY_LOCAL_ENV, "RAY_ADDRESS": ray_address}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "BPTTLAB_PARENT_RUN_ID"):
+        env[var] = None  # removed: the sweep takes its store from tracking.uri
+    overrides = [
         f"hydra/launcher={launcher}",
         f"tracking.uri={tracking_uri}",
         f"tracking.experiment={experiment}",
         f"hydra.sweep.dir={workdir / 'multirun'}",
         *extra,
     ]
-    t0 = time.monotonic()
-    done = subprocess.run(
-        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
-    return time.monotonic() - t0, done
+    proc = launch.run_sweep(
+        "smoke", overrides, env=env, cwd=workdir, merge_output=True, timeout=timeout
+    )
+    done = subprocess.CompletedProcess(proc.command, proc.returncode, proc.stdout, None)
+    return proc.seconds, done
 
 
 def bench(n_jobs: int = 2) -> dict[str, float]:

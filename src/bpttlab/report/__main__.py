@@ -20,9 +20,9 @@ matplotlib.use("Agg")  # files only, never a window
 
 from bpttlab.report.load import (  # noqa: E402
     ReportError,
-    get_client,
     list_sweeps,
     load_sweep,
+    open_store,
     resolve_tracking_uri,
 )
 
@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_tracking_uri(args.tracking_uri)
         progress(f"tracking store {uri}")
         if args.list:
-            sweeps = list_sweeps(get_client(uri), args.experiment)
+            sweeps = list_sweeps(open_store(uri), args.experiment)
             print(sweeps.to_string(index=False) if not sweeps.empty else "no sweeps")
             return 0
         data = load_sweep(uri, args.experiment, args.sweep_id, progress=progress)
-        from bpttlab.report.render import write_report
+        from bpttlab.report.build import write_report
 
         formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
         out = Path(args.out) if args.out else _default_out()

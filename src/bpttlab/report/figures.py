@@ -18,7 +18,6 @@ from __future__ import annotations
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-from bpttlab.report.load import AXES
+from bpttlab.report.style import style as figure_style
+from bpttlab.tracking.reader import AXES
 
 # Canonical level order of each axis (levels not listed follow, sorted).
 LEVEL_ORDER = {
@@ -47,13 +47,6 @@ AXIS_LABEL = {
     "seq_len": "sequence length T",
 }
 PHASE_LABEL = {"init": "at initialization", "final": "after training", "mid": "mid-training"}
-
-
-@contextmanager
-def _style():
-    """Seaborn's whitegrid look at a readable size, scoped to one figure."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
-        yield
 
 
 def levels(frame: pd.DataFrame, axis: str) -> list:
@@ -189,7 +182,7 @@ def fig_temporal_profile(
         return _empty("No temporal gradient profiles for these runs.")
     cells, hues = levels(data, "cell"), levels(data, hue)
     colors = palette(hue, hues)
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(3.6 * len(cells) + 1.6, 2.9 * len(phases)), layout="constrained")
         axes = fig.subplots(len(phases), len(cells), squeeze=False, sharex=True, sharey="row")
         for i, phase in enumerate(phases):
@@ -245,7 +238,7 @@ def fig_decay_vs_bound(
     above = covered[covered[y] > covered[x] + tol]
     hues = levels(data, hue)
     styles = levels(data, style) if style else None
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(7.2, 5.2), layout="constrained")
         ax = fig.subplots()
         lo = float(min(data[x].min(), data[y].min()))
@@ -325,7 +318,7 @@ def fig_grad_norm_training(
     if "params.clip.threshold" in sub and "norm" in hues:
         thr = sub.loc[sub["clip"] == "norm", "params.clip.threshold"].dropna().unique()
         threshold = float(thr[0]) if len(thr) == 1 else None
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(4.2 * len(cells) + 1.6, 3.6), layout="constrained")
         axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
         for j, cell in enumerate(cells):
@@ -405,7 +398,7 @@ def fig_loss_vs_seqlen(
     colors = palette(hue, hues)
     lengths = sorted(data["seq_len"].unique())
     log_x = len(lengths) > 1 and max(lengths) / min(lengths) >= 4
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(3.8 * len(cells) + 1.6, 3.6), layout="constrained")
         axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
         for j, cell in enumerate(cells):
@@ -479,7 +472,7 @@ def fig_heatmaps(
     if sub.empty or sub[list(values)].isna().all().all():
         return _empty("No runs with " + " / ".join(values) + ".")
     cells, inits, acts = levels(sub, "cell"), levels(sub, "init"), levels(sub, "activation")
-    with _style():
+    with figure_style():
         fig = Figure(
             figsize=(
                 1.0 * len(acts) * len(cells) + 2.2 * len(cells) + 0.6,
@@ -539,7 +532,7 @@ def fig_divergence_rate(runs: pd.DataFrame, hue: str = "cell", x: str = "clip") 
         return _empty("No runs with a divergence flag.")
     xs, hues = levels(data, x), levels(data, hue)
     table = data.groupby([x, hue])["diverged"].agg(["sum", "count"])
-    with _style():
+    with figure_style():
         fig = Figure(
             figsize=(1.6 * len(xs) * max(1, len(hues)) / 2 + 3.5, 3.8), layout="constrained"
         )

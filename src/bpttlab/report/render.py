@@ -1,8 +1,15 @@
-"""Write the report of one sweep: figures, ``report.md``, a self-contained ``report.html``.
+"""The project's one Markdown/HTML renderer, shared by ``report.md`` and ``reproduce.md``.
 
-Everything comes from a :class:`~bpttlab.report.load.SweepData` (read from MLflow); nothing is
-trained. The same files are logged as artifacts of the sweep's parent run under ``report/`` so
-they show in the MLflow UI.
+A document is a list of blocks (tuples), rendered to Markdown by :func:`render_markdown` and to a
+self-contained HTML page (one style sheet, figures embedded) by :func:`render_html`:
+
+- ``("h", level, text)``: a heading; ``("p", text)``: a paragraph (``**bold**`` and ```code```
+  are kept in HTML); ``("list", items)``; ``("pre", text)``: preformatted;
+- ``("table", frame[, index[, colors]])``: a DataFrame; ``colors[column][value]`` colours a cell
+  in HTML; ``("details", summary, frame)``: a table folded away;
+- ``("fig", title, png, caption)``: a titled, captioned figure; ``("img", alt, png)``: a figure.
+
+:func:`save_figure` writes the figures (returned as ``Figure`` objects by their functions).
 """
 
 from __future__ import annotations
@@ -10,137 +17,17 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 
-from bpttlab.report import figures as F
-from bpttlab.report import tables as T
-from bpttlab.report.load import AXES, Progress, SweepData, _quiet
-
 FIG_DPI = 120
+Colors = Mapping[str, Mapping[str, str]]
 
 
-@dataclass(frozen=True)
-class FigureSpec:
-    """A report figure: file name, title, how to draw it and how to caption it."""
-
-    name: str
-    title: str
-    draw: Callable[[SweepData, pd.DataFrame], object]
-    caption: Callable[[dict], str]
-
-
-def _held(info: dict) -> str:
-    held = info.get("slice") or {}
-    if not held:
-        return ""
-    return " Axes not shown are held at " + ", ".join(f"{k} = {v}" for k, v in held.items()) + "."
-
-
-FIGURES = (
-    FigureSpec(
-        "temporal_profile",
-        "Gradient norm against steps back from the loss",
-        lambda d, runs: F.fig_temporal_profile(d.profiles, runs),
-        lambda i: (
-            "‖∂L/∂h_t‖, the norm of the total gradient reaching hidden state h_t, against the "
-            "number of steps back from the loss (T − t; 0 = the last step), on a log scale: top "
-            "row at initialization, bottom row at the last checkpoint of training; one column "
-            "per cell, one colour per activation. The line is the median over seeds, the band "
-            "the range over seeds. A straight falling line is a geometric vanishing gradient "
-            "(its slope is the decay rate); a rising one is exploding; a flat one keeps "
-            "long-range credit assignment possible." + _held(i)
-        ),
-    ),
-    FigureSpec(
-        "decay_vs_bound",
-        "Measured decay rate against the bound log(σ_max·γ)",
-        lambda d, runs: F.fig_decay_vs_bound(runs),
-        lambda i: (
-            "One point per run at initialization: x = log(σ_max(W_hh)·γ), the per-step bound on "
-            "how much the gradient can grow going back one step (γ = max|f′|: 1 for tanh and "
-            "ReLU, 1/4 for sigmoid); y = the fitted slope of log‖∂L/∂h_t‖ per step back. The "
-            "BPTT inequality puts every vanilla-RNN point on or below the dashed line y = x; "
-            "vanilla-RNN points in the shaded region above it would violate it (ringed in red: "
-            f"{i.get('n_above', 0)} of {i.get('n_covered', 0)} here). Gated cells are not covered "
-            "by the bound (the cell state and the update gate bypass W_hh) and are shown for "
-            "comparison. Points far below the line mean the bound is loose (saturated units "
-            "shrink f′ below γ)."
-        ),
-    ),
-    FigureSpec(
-        "grad_norm_training",
-        "Gradient norm during training, with and without clipping",
-        lambda d, runs: F.fig_grad_norm_training(d.steps, runs),
-        lambda i: (
-            "Global gradient norm ‖g‖ over all parameters, before clipping, at every training "
-            "step (log scale); one column per cell, one colour per clipping choice. Thin lines "
-            "are single seeds, the thick line the median over seeds; the dashed line is the "
-            "norm-clipping threshold (steps above it were rescaled to it). A cross marks a run "
-            f"that diverged, at the step it did ({i.get('n_diverged', 0)} here). Spikes of "
-            "several orders of magnitude are the exploding-gradient 'cliffs'." + _held(i)
-        ),
-    ),
-    FigureSpec(
-        "loss_vs_seqlen",
-        "Final loss relative to the baseline against sequence length",
-        lambda d, runs: F.fig_loss_vs_seqlen(runs),
-        lambda i: (
-            "Final test loss divided by the task's baseline loss (the loss of a model that "
-            "learned nothing, e.g. predicting the mean), against the sequence length T; one "
-            "column per cell, one line per activation; points are means over seeds and error "
-            "bars one standard deviation over seeds. The dashed line at 1 is chance: a point "
-            "on it means the dependency was not learned; the further below, the better. Longer "
-            "sequences need gradients to survive more steps, so lines rising with T show the "
-            "vanishing gradient at work. Diverged runs have no final loss and are left out "
-            f"({i.get('n_missing', 0)} here)." + _held(i)
-        ),
-    ),
-    FigureSpec(
-        "heatmaps",
-        "Decay rate and gradient horizon over initialization × activation",
-        lambda d, runs: F.fig_heatmaps(runs),
-        lambda i: (
-            "Top row: the decay rate at initialization (slope of log‖∂L/∂h_t‖ per step back) "
-            "averaged over seeds, for every recurrent initialization (rows) and activation "
-            "(columns), one panel per cell; blue = the gradient vanishes going back in time, "
-            "red = it explodes, white = it is preserved. Bottom row: the gradient horizon, the "
-            "number of steps back over which the norm stays above a tenth of its value at the "
-            "loss (at most T − 1). Blank cells: combination not in the sweep." + _held(i)
-        ),
-    ),
-    FigureSpec(
-        "divergence_rate",
-        "Divergence rate by clipping choice",
-        lambda d, runs: F.fig_divergence_rate(runs),
-        lambda i: (
-            "Fraction of finished runs that diverged (a non-finite or runaway loss or gradient "
-            "stopped training), by gradient clipping choice and cell, pooled over every other "
-            "axis and seed; the label on a bar is diverged / runs and the error bar a 95% "
-            "bootstrap interval over runs. Norm clipping bounds every update, so it should "
-            "bring this towards zero."
-        ),
-    ),
-)
-
-
-@dataclass
-class ReportResult:
-    """Paths written by :func:`write_report`."""
-
-    out_dir: Path
-    markdown: Path
-    html: Path
-    figures: dict[str, list[Path]] = field(default_factory=dict)
-    table_csv: Path | None = None
-    logged_to: str | None = None
-
-
-def _md_table(frame: pd.DataFrame, index: bool = True) -> str:
+def md_table(frame: pd.DataFrame, index: bool = True) -> str:
     """A GitHub-flavoured Markdown table."""
     frame = frame.reset_index() if index else frame
     cols = [str(c) for c in frame.columns]
@@ -150,93 +37,34 @@ def _md_table(frame: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _html_table(frame: pd.DataFrame, index: bool = True) -> str:
+def html_table(frame: pd.DataFrame, index: bool = True, colors: Colors | None = None) -> str:
+    """An HTML table; ``colors[column][value]`` is the background of a cell (e.g. a verdict)."""
     frame = frame.reset_index() if index else frame
+    colors = colors or {}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+
+    def cell(col, v) -> str:
+        color = colors.get(col, {}).get(str(v))
+        style = f' style="background:{color}"' if color else ""
+        return f"<td{style}>{html.escape(str(v))}</td>"
+
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
         for row in frame.itertuples(False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _md_inline_to_html(text: str) -> str:
+def md_inline_to_html(text: str) -> str:
     """Escape, then ``**bold**`` and ```code``` to HTML."""
     out = html.escape(text)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 
-def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """``(facts, grid, constants)`` of the sweep.
-
-    facts: sweep id, parent run, experiment, store, code version, run counts; grid: the levels of
-    each study axis and of any other varied parameter; constants: config values shared by all runs.
-    """
-    runs, parent = data.runs, data.parent
-    counts = runs["status"].value_counts()
-    uniq = lambda col: ", ".join(sorted(map(str, runs[col].dropna().unique())))  # noqa: E731
-    tags = parent["tags"]
-    facts = {
-        "sweep id": data.sweep_id,
-        "parent run": f"{parent['run_id']} ({parent.get('run_name') or '-'}, {parent['status']})",
-        "experiment": f"{data.experiment['name']} (id {data.experiment['experiment_id']})",
-        "tracking store": _redact(data.tracking_uri),
-        "started": f"{parent['start_time']:%Y-%m-%d %H:%M:%S} UTC",
-        "runs": f"{len(runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
-        "code version": tags.get("code_version") or uniq("code_version"),
-        "experiment file": tags.get("experiment_file") or uniq("experiment_file"),
-    }
-    facts_df = pd.DataFrame({"value": facts}).rename_axis("")
-    grid = {a: ", ".join(map(str, F.levels(runs, a))) for a in AXES if a in runs}
-    grid["seed"] = ", ".join(map(str, sorted(runs["seed"].dropna().unique())))
-    for col in T.extra_axes(runs):
-        grid[col.removeprefix("params.")] = ", ".join(map(str, sorted(runs[col].dropna().unique())))
-    grid_df = pd.DataFrame({"levels": grid}).rename_axis("axis")
-    pcols = [c for c in runs.columns if c.startswith("params.")]
-    const = {
-        c.removeprefix("params."): runs[c].dropna().iloc[0]
-        for c in pcols
-        if runs[c].nunique(dropna=True) == 1
-    }
-    const_df = pd.DataFrame({"value": const}).rename_axis("parameter")
-    return facts_df, grid_df, const_df
-
-
-def _redact(uri: str) -> str:
-    """A URI without any ``user:password@``."""
-    return re.sub(r"//[^/@]*@", "//", uri)
-
-
-def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFrame]:
-    """A sentence on runs that did not finish, and the list of them (run name, status, axes)."""
-    bad = data.incomplete
-    expected = pd.to_numeric(data.parent["tags"].get("n_jobs_expected"), errors="coerce")
-    missing = int(expected - len(data.runs)) if pd.notna(expected) else 0
-    never = (
-        f" {missing} of the {int(expected)} runs the sweep expected were never recorded "
-        "(not started yet, or the sweep was interrupted)."
-        if missing > 0
-        else ""
-    )
-    if bad.empty:
-        return f"All {len(data.runs)} recorded runs finished.{never}", pd.DataFrame()
-    counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
-    text = (
-        f"{len(bad)} of {len(data.runs)} runs did not finish ({counts}); they are left out of "
-        "the figures and the remedy table. FAILED runs keep their traceback as the artifact "
-        f"traceback.txt in MLflow.{never}"
-    )
-    if len(bad) > limit:
-        text += f" The first {limit} are listed."
-    cols = ["run_name", "status", *[a for a in AXES if a in bad], "seed", "run_id"]
-    table = bad[cols].head(limit).reset_index(drop=True)
-    if "error" in bad and bad["error"].notna().any():
-        table["error"] = bad["error"].head(limit).fillna("").str.slice(0, 160).to_numpy()
-    return text, table
-
-
-def _save_figure(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
+def save_figure(fig, stem: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Save ``fig`` as ``stem.<fmt>`` for each format (PNG at :data:`FIG_DPI`); the paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     with matplotlib.rc_context({"svg.hashsalt": "bpttlab"}):  # stable SVG ids across runs
         for fmt in formats:
@@ -247,99 +75,8 @@ def _save_figure(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
-PAIRING_TEXT = (
-    "Each remedy is compared with its alternatives as paired differences: a run with the remedy "
-    "is matched with every run at a comparison level that has the same cell, activation, "
-    "initialization, clipping, task, sequence length and seed (and the same value of any other "
-    "parameter the sweep varies), and the effect is the mean over pairs of remedy − comparison. "
-    "A pair where either run lacks the outcome (a diverged run has no final loss) is dropped for "
-    "that outcome. Brackets: 95% percentile bootstrap interval, resampling seeds (matched pairs "
-    "when fewer than 3 seeds), 2000 replicates, fixed generator seed; * = the interval excludes "
-    "zero; no interval with fewer than 5 pairs. Loss and divergence: lower is better; solve "
-    "rate and horizon: higher is better; the decay rate is the per-step slope of "
-    "log‖∂L/∂h_t‖ (closer to 0 = gradient better preserved)."
-)
-
-
-def write_report(
-    data: SweepData,
-    out_dir: str | Path,
-    formats: Sequence[str] = ("png", "svg"),
-    log_artifacts: bool = True,
-    progress: Progress = _quiet,
-    n_boot: int = 2000,
-) -> ReportResult:
-    """Draw every figure, build the remedy table and write ``report.md`` and ``report.html``.
-
-    Parameters
-    ----------
-    data : the sweep, from :func:`bpttlab.report.load.load_sweep`.
-    out_dir : output directory (``figures/`` is created inside it).
-    formats : figure formats; ``png`` is required (the HTML embeds it).
-    log_artifacts : also log the files to the sweep's parent run under ``report/``.
-    """
-    if "png" not in formats:
-        raise ValueError(f"formats={tuple(formats)!r} must include 'png' (embedded in the HTML)")
-    out = Path(out_dir)
-    fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    runs = data.finished
-    result = ReportResult(out, out / "report.md", out / "report.html")
-    blocks: list[tuple] = []  # ("h", level, text) | ("p", text) | ("table", df) | ("fig", ...)
-
-    facts, grid, const = provenance(data)
-    blocks += [("h", 1, f"bpttlab report: sweep {data.sweep_id}")]
-    blocks += [
-        (
-            "p",
-            f"Read back from MLflow ({len(runs)} finished runs); regenerate with "
-            f"`python -m bpttlab.report --sweep-id {data.sweep_id}`.",
-        )
-    ]
-    blocks += [("h", 2, "Provenance"), ("table", facts)]
-    blocks += [("h", 3, "Grid"), ("table", grid)]
-    if data.parent.get("grid"):
-        blocks += [
-            ("p", "Sweep overrides as launched (artifact sweep/grid.txt of the parent run):")
-        ]
-        blocks += [("pre", data.parent["grid"].strip())]
-    if not const.empty:
-        blocks += [("details", "Configuration shared by all runs", const)]
-
-    notice, bad = incomplete_notice(data)
-    blocks += [("h", 2, "Incomplete runs"), ("p", notice)]
-    if not bad.empty:
-        blocks += [("table", bad, False)]
-
-    progress("remedy table (paired differences, bootstrap over seeds)")
-    long = T.remedy_table(runs, n_boot=n_boot)
-    result.table_csv = out / "remedy_table.csv"
-    long.to_csv(result.table_csv, index=False, float_format="%.6g")
-    blocks += [("h", 2, "Remedies"), ("p", PAIRING_TEXT)]
-    blocks += [("list", T.summary_text(long, T.untestable(runs)))]
-    if not long.empty:
-        blocks += [("table", T.wide_table(long))]
-
-    blocks += [("h", 2, "Figures")]
-    for spec in FIGURES:
-        progress(f"figure {spec.name}")
-        fig = spec.draw(data, runs)
-        info = getattr(fig, "bpttlab_info", {})
-        paths = _save_figure(fig, fig_dir / spec.name, formats)
-        result.figures[spec.name] = paths
-        caption = info["message"] if info.get("empty") else spec.caption(info)
-        blocks += [("fig", spec.title, paths[formats.index("png")], caption)]
-
-    result.markdown.write_text(_render_md(blocks, out), encoding="utf-8")
-    result.html.write_text(_render_html(blocks, f"bpttlab report: {data.sweep_id}"), "utf-8")
-    if log_artifacts:
-        progress(f"logging the report to parent run {data.parent['run_id']} under report/")
-        _log_to_parent(data, result)
-        result.logged_to = data.parent["run_id"]
-    return result
-
-
-def _render_md(blocks, out: Path) -> str:
+def render_markdown(blocks: Sequence[tuple], out: Path) -> str:
+    """The Markdown of ``blocks``; image paths are written relative to ``out``."""
     lines = []
     for b in blocks:
         kind = b[0]
@@ -352,15 +89,23 @@ def _render_md(blocks, out: Path) -> str:
         elif kind == "pre":
             lines += ["```", b[1], "```", ""]
         elif kind == "table":
-            lines += [_md_table(b[1], *b[2:]), ""]
+            lines += [md_table(b[1], *b[2:3]), ""]
         elif kind == "details":
-            lines += [f"<details><summary>{b[1]}</summary>", "", _md_table(b[2]), "", "</details>"]
+            lines += [f"<details><summary>{b[1]}</summary>", "", md_table(b[2]), "", "</details>"]
             lines += [""]
         elif kind == "fig":
             _, title, png, caption = b
             lines += [f"### {title}", "", f"![{title}]({png.relative_to(out).as_posix()})", ""]
             lines += [f"*{caption}*", ""]
+        elif kind == "img":
+            _, alt, png = b
+            lines += [f"![{alt}]({Path(png).relative_to(out).as_posix()})", ""]
     return "\n".join(lines)
+
+
+def _img(alt: str, png) -> str:
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 CSS = """
@@ -378,7 +123,8 @@ li { margin-bottom: 0.5em; }
 """
 
 
-def _render_html(blocks, title: str) -> str:
+def render_html(blocks: Sequence[tuple], title: str) -> str:
+    """A self-contained HTML page of ``blocks`` (figures embedded as base64 PNG)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -389,37 +135,24 @@ def _render_html(blocks, title: str) -> str:
         if kind == "h":
             parts.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
         elif kind == "p":
-            parts.append(f"<p>{_md_inline_to_html(b[1])}</p>")
+            parts.append(f"<p>{md_inline_to_html(b[1])}</p>")
         elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{_md_inline_to_html(x)}</li>" for x in b[1]))
+            parts.append("<ul>" + "".join(f"<li>{md_inline_to_html(x)}</li>" for x in b[1]))
             parts.append("</ul>")
         elif kind == "table":
-            parts.append(_html_table(b[1], *b[2:]))
+            parts.append(html_table(b[1], *b[2:]))
         elif kind == "pre":
             parts.append(f"<pre>{html.escape(b[1])}</pre>")
         elif kind == "details":
             parts.append(f"<details><summary>{html.escape(b[1])}</summary>")
-            parts.append(_html_table(b[2]) + "</details>")
+            parts.append(html_table(b[2]) + "</details>")
         elif kind == "fig":
             _, title_, png, caption = b
-            data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
             parts.append(
-                f"<figure><h3>{html.escape(title_)}</h3>"
-                f'<img alt="{html.escape(title_)}" src="data:image/png;base64,{data}">'
+                f"<figure><h3>{html.escape(title_)}</h3>{_img(title_, png)}"
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
+        elif kind == "img" and Path(b[2]).is_file():
+            parts.append(f"<figure>{_img(b[1], b[2])}</figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _log_to_parent(data: SweepData, result: ReportResult) -> None:
-    """Log report.md, report.html, the table and the figures to the parent run under report/."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=data.tracking_uri)
-    rid = data.parent["run_id"]
-    for path in (result.markdown, result.html, result.table_csv):
-        client.log_artifact(rid, str(path), "report")
-    for paths in result.figures.values():
-        for path in paths:
-            client.log_artifact(rid, str(path), "report/figures")

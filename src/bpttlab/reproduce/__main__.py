@@ -25,7 +25,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from bpttlab import tracking  # noqa: E402
-from bpttlab.reproduce import common as C  # noqa: E402
+from bpttlab.report.render import render_html, render_markdown, save_figure  # noqa: E402
+from bpttlab.reproduce import protocol as C  # noqa: E402
 
 #: Reproductions in report order.
 NAMES = ("bound", "cliff", "gradnorm_time", "adding", "temporal_order", "latch", "copy_digits")
@@ -118,7 +119,8 @@ def reproduce_one(
         section.verdicts = (
             judge(data, scale.label) if judge else mod.verdicts(data["runs"], scale.label)
         )
-        section.figure = C.save_figure(mod.figure(data), out / "figures" / f"repro_{name}.png")
+        stem = out / "figures" / f"repro_{name}"
+        section.figure = save_figure(mod.figure(data), stem, ("png",))[0]
         section.seconds["report"] = time.perf_counter() - t0
     except Exception as exc:  # one broken reproduction never hides the others
         log(traceback.format_exc())
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else tracking.project_root() / "reports"
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else None
-    C.get_client(uri)  # create the store's schema once, before any parallel worker
+    tracking.get_client(uri)  # create the store's schema once, before any parallel worker
     t_start = time.perf_counter()
     sections = []
     for name in available():
@@ -167,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         "rate and pass thresholds, and the temporal-order training budget (the paper's learning "
         "rate was kept)."
     )
-    (out / "reproduce.md").write_text(C.render_markdown(sections, header))
-    (out / "reproduce.html").write_text(C.render_html(sections, header))
+    blocks = C.report_blocks(sections, header)
+    (out / "reproduce.md").write_text(render_markdown(blocks, out), encoding="utf-8")
+    (out / "reproduce.html").write_text(render_html(blocks, C.TITLE), encoding="utf-8")
     print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.html'} in {total:.0f} s")
     errors = [s.name for s in sections if s.notes.startswith("**Error**")]
     if errors:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "adding"
 TITLE = "4. Adding problem: gated cells vs tanh RNN vs IRNN (Le et al. 2015; Arjovsky et al. 2016)"
@@ -42,13 +43,11 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` (with ``variant`` and ``rel`` = final test MSE / (1/6)) and ``curves``."""
-    runs = C.add_variant(
-        C.load_runs(uri, TRACKING, C.expected_params(EXPERIMENT, overrides(scale)))
-    )
+    runs = C.add_variant(C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale)))
     if runs.empty:
         return {"runs": runs, "curves": pd.DataFrame()}
     runs = with_rel(runs)
-    curves = C.load_history(uri, list(runs["run_id"]), ["test_loss"])
+    curves = C.load_history(uri, runs, ["test_loss"])
     return {"runs": runs, "curves": curves}
 
 
@@ -109,46 +108,28 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
             scale,
         )
     )
-    g = runs[(runs["variant"] == "tanh RNN") & (runs["seq_len"] == t_max)]
-    if g.empty:
-        out.append(C.missing(NAME, CLAIMS["tanh"], "no tanh RNN run"))
-    else:
-        out.append(
-            C.verdict(
-                NAME,
-                CLAIMS["tanh"],
-                f"T={t_max}: MSE/(1/6) {C.mean_spread(g['rel'], '{:.2f}')}",
-                bool(g["rel"].mean() >= BEATS),
-                scale,
-            )
-        )
-    g = runs[(runs["variant"] == "IRNN") & (runs["seq_len"] == t_max)]
-    if g.empty:
-        out.append(C.missing(NAME, CLAIMS["irnn"], "no IRNN run"))
-    else:
-        out.append(
-            C.verdict(
-                NAME,
-                CLAIMS["irnn"],
-                f"T={t_max}: MSE/(1/6) {C.mean_spread(g['rel'], '{:.2f}')}",
-                _beats(g),
-                scale,
-            )
-        )
+    longest = {  # claim: (variant, passed)
+        "tanh": ("tanh RNN", lambda g: bool(g["rel"].mean() >= BEATS)),
+        "irnn": ("IRNN", _beats),
+    }
+    for key, (variant, passed) in longest.items():
+        g = runs[(runs["variant"] == variant) & (runs["seq_len"] == t_max)]
+        if g.empty:
+            out.append(C.missing(NAME, CLAIMS[key], f"no {variant} run"))
+            continue
+        ours = f"T={t_max}: MSE/(1/6) {C.mean_spread(g['rel'], '{:.2f}')}"
+        out.append(C.verdict(NAME, CLAIMS[key], ours, passed(g), scale))
     return out
 
 
+@styled
 def figure(data: dict[str, pd.DataFrame]):
     """Test MSE against training steps, one panel per T, baseline 1/6 dashed."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     runs, curves = data["runs"], data["curves"]
-    sns.set_theme(style="whitegrid", context="paper")
     lengths = sorted(runs["seq_len"].unique()) if len(runs) else [0]
-    fig, axes = plt.subplots(
-        1, len(lengths), figsize=(5.2 * len(lengths), 4), sharey=True, squeeze=False
-    )
+    fig, axes = C.panels(1, len(lengths), (5.2 * len(lengths), 4), sharey=True, squeeze=False)
     axes = axes[0]
     if runs.empty:
         return C.no_runs(fig)
@@ -160,11 +141,7 @@ def figure(data: dict[str, pd.DataFrame]):
             g = d[d["variant"] == name]
             if g.empty:
                 continue
-            for _, s in g.groupby("run_id"):
-                s = s.sort_values("step")
-                ax.plot(s["step"], s["value"], color=colors[name], lw=0.6, alpha=0.35)
-            m = g.groupby("step")["value"].mean()
-            ax.plot(m.index, m.values, color=colors[name], lw=2, label=name)
+            C.seed_lines(ax, g, "step", "value", colors[name], name)
         ax.axhline(1 / 6, color="k", ls="--", lw=1, label="baseline 1/6")
         ax.set_yscale("log")
         ax.set_ylim(1e-4, 3)

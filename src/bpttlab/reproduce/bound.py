@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "bound"
 TITLE = "1. The BPTT bound (Pascanu et al. 2013, §2)"
@@ -46,8 +47,7 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` (one row per run) and ``profiles`` (long table, orthogonal W only)."""
-    match = C.expected_params(EXPERIMENT, overrides(scale))
-    runs = C.load_runs(uri, TRACKING, match)
+    runs = C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale))
     if runs.empty:
         return {"runs": runs, "profiles": pd.DataFrame()}
     runs["rho"] = runs["params.init.rho"].astype(float)
@@ -158,14 +158,13 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
 # ---------------------------------------------------------------------------------------------
 # figure
 # ---------------------------------------------------------------------------------------------
+@styled
 def figure(data: dict[str, pd.DataFrame]):
     """Profiles at init (one panel per f), slope against the bound, slope against log ρ."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     runs, profiles = data["runs"], data["profiles"]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+    fig, axes = C.panels(1, 5, (22, 4.2))
     acts = ("identity", "tanh", "sigmoid")
     if runs.empty:
         return C.no_runs(fig)

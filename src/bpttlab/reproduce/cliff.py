@@ -19,8 +19,10 @@ import time
 
 import numpy as np
 
-from bpttlab.reproduce import common as C
-from bpttlab.tasks import bifurcation, cliff_error, cliff_grad, fixed_point_slope
+from bpttlab.optim import clip_gradients
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
+from bpttlab.reproduce.cliff_model import bifurcation, cliff_error, cliff_grad, fixed_point_slope
 
 NAME = "cliff"
 TITLE = "2. The cliff of a one-unit RNN (Pascanu et al. 2013, Fig. 6 and Fig. 3)"
@@ -78,14 +80,14 @@ def descend(w0: float, b0: float, spec: dict, clip: bool) -> np.ndarray:
     ``θ ← θ − lr·g``, with ``g ← threshold·g/‖g‖`` when clipping and ``‖g‖ ≥ threshold``.
     """
     w, b = float(w0), float(b0)
+    mode = "norm" if clip else "none"
     path = np.empty((spec["gd_steps"] + 1, 3))
     for k in range(spec["gd_steps"] + 1):
-        gw, gb = (float(v) for v in cliff_grad(w, b, spec["T"], spec["target"], spec["x0"]))
-        norm = math.hypot(gw, gb)
-        path[k] = (w, b, norm)
-        if clip and norm >= spec["threshold"]:
-            gw, gb = gw * spec["threshold"] / norm, gb * spec["threshold"] / norm  # Algorithm 1
-        w, b = w - spec["lr"] * gw, b - spec["lr"] * gb
+        gw, gb = cliff_grad(w, b, spec["T"], spec["target"], spec["x0"])
+        g = {"w": np.array(gw, dtype=float), "b": np.array(gb, dtype=float)}
+        info = clip_gradients(g, mode, spec["threshold"])  # Algorithm 1 when clipping
+        path[k] = (w, b, info.norm_before)
+        w, b = w - spec["lr"] * float(g["w"]), b - spec["lr"] * float(g["b"])
     return path
 
 
@@ -296,12 +298,13 @@ def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
     return verdicts(data["summary"], scale)
 
 
+@styled
 def figure(data: dict):
     """3-D surface with trajectories, top view, and the bifurcation diagram."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     arrays, spec = data["arrays"], data["spec"]
-    fig = plt.figure(figsize=(24, 5.4))
+    fig = Figure(figsize=(24, 5.4))
     if arrays is None:
         fig.text(0.5, 0.5, "no stored analytic run", ha="center")
         return fig

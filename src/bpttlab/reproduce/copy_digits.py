@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "copy_digits"
 TITLE = "7. Copy task and sequential digits: gated cells vs tanh RNN (Chung et al. 2014)"
@@ -47,14 +48,14 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` of both tasks (column ``task``, ``variant``) and ``curves`` (test loss/metric)."""
     frames = []
     for task, exp in EXPERIMENTS.items():
-        runs = C.load_runs(uri, TRACKINGS[task], C.expected_params(exp, overrides(task, scale)))
+        runs = C.stored_runs(uri, TRACKINGS[task], exp, overrides(task, scale))
         if not runs.empty:
             runs["task"] = task
             frames.append(runs)
     runs = C.add_variant(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
     if runs.empty:
         return {"runs": runs, "curves": pd.DataFrame()}
-    curves = C.load_history(uri, list(runs["run_id"]), ["test_loss", "test_metric"])
+    curves = C.load_history(uri, runs, ["test_loss", "test_metric"])
     return {"runs": runs, "curves": curves}
 
 
@@ -109,14 +110,13 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+@styled
 def figure(data: dict[str, pd.DataFrame]):
     """Copy: test cross-entropy (baseline dashed) and recall accuracy; digits: test accuracy."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     runs, curves = data["runs"], data["curves"]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    fig, axes = C.panels(1, 3, (17, 4.2))
     if runs.empty:
         return C.no_runs(fig)
     df = curves.merge(runs[["run_id", "variant", "task"]], on="run_id")
@@ -132,11 +132,7 @@ def figure(data: dict[str, pd.DataFrame]):
             g = d[d["variant"] == name]
             if g.empty:
                 continue
-            for _, s in g.groupby("run_id"):
-                s = s.sort_values("step")
-                ax.plot(s["step"], s["value"], color=colors[name], lw=0.6, alpha=0.35)
-            m = g.groupby("step")["value"].mean()
-            ax.plot(m.index, m.values, color=colors[name], lw=2, label=name)
+            C.seed_lines(ax, g, "step", "value", colors[name], name)
         if task == "copy" and metric == "test_loss":
             base = runs.loc[runs["task"] == "copy", "baseline"]
             if len(base):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "gradnorm_time"
 TITLE = "3. Gradient norm against time step (Arjovsky et al. 2016)"
@@ -40,9 +41,7 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` with per-run ``ratio_init``/``ratio_final`` (``‖δ_1‖/‖δ_T‖``), ``profiles``."""
-    runs = C.add_variant(
-        C.load_runs(uri, TRACKING, C.expected_params(EXPERIMENT, overrides(scale)))
-    )
+    runs = C.add_variant(C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale)))
     if runs.empty:
         return {"runs": runs, "profiles": pd.DataFrame()}
     profiles = C.load_profiles(uri, runs)
@@ -138,14 +137,13 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+@styled
 def figure(data: dict[str, pd.DataFrame]):
     """Two panels like the paper's: ‖∂C/∂h_t‖ against t at init and after 100 iterations."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     runs, profiles = data["runs"], data["profiles"]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, axes = C.panels(1, 2, (12, 4.2), sharey=True)
     if runs.empty:
         return C.no_runs(fig)
     df = profiles.merge(runs[["run_id", "variant", "seed"]], on="run_id")
@@ -159,11 +157,9 @@ def figure(data: dict[str, pd.DataFrame]):
             g = d[d["variant"] == name]
             if g.empty:
                 continue
-            for _, s in g.groupby("run_id"):
-                s = s.sort_values("t")
-                ax.semilogy(s["t"], s["norm"], color=colors[name], lw=0.6, alpha=0.35)
-            geo = g.groupby("t")["norm"].apply(lambda v: float(np.exp(np.log(v).mean())))
-            ax.semilogy(geo.index, geo.values, color=colors[name], lw=2, label=name)
+            geo = lambda v: float(np.exp(np.log(v).mean()))  # noqa: E731 - geometric mean
+            C.seed_lines(ax, g, "t", "norm", colors[name], name, center=geo)
+        ax.set_yscale("log")
         ax.set_xlabel("time step t")
         ax.set_title(f"‖∂C/∂h_t‖ {title} (thin: seeds; thick: geometric mean)")
         ax.legend()

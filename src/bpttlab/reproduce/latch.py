@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "latch"
 TITLE = "6. Information latching (Bengio, Simard & Frasconi 1994)"
@@ -122,7 +123,7 @@ def load(uri: str, scale: C.Scale) -> dict:
         summary = summarize(arrays)
     except LookupError:
         arrays, summary = None, None
-    runs = C.load_runs(uri, TRACKING, C.expected_params(EXPERIMENT, overrides(scale)))
+    runs = C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale))
     return {"arrays": arrays, "summary": summary, "runs": runs}
 
 
@@ -196,14 +197,13 @@ def judge(data: dict, scale: str = "full") -> list[C.Verdict]:
     return verdicts(data["summary"], data["runs"], scale)
 
 
+@styled
 def figure(data: dict):
     """|∂x_t/∂x_0| at the fixed point against t; success rate of gradient descent against T."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     arrays, runs = data["arrays"], data["runs"]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    fig, axes = C.panels(1, 3, (17, 4.2))
     if arrays is not None:
         ax = axes[0]
         t = np.arange(1, arrays["clean"].shape[1] + 1)

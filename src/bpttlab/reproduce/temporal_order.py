@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bpttlab.reproduce import common as C
+from bpttlab.report.style import styled
+from bpttlab.reproduce import protocol as C
 
 NAME = "temporal_order"
 TITLE = "5. Clipping on the temporal-order task (Pascanu et al. 2013, Fig. 7)"
@@ -42,10 +43,10 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` with ``gn_median``, ``gn_max``, ``spike`` (= max/median grad norm) and
     ``gradnorms`` (long table of the per-step pre-clip norms)."""
-    runs = C.load_runs(uri, TRACKING, C.expected_params(EXPERIMENT, overrides(scale)))
+    runs = C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale))
     if runs.empty:
         return {"runs": runs, "gradnorms": pd.DataFrame()}
-    hist = C.load_history(uri, list(runs["run_id"]), ["grad_norm"])
+    hist = C.load_history(uri, runs, ["grad_norm"])
     return {"runs": add_spikes(runs, hist), "gradnorms": hist}
 
 
@@ -137,14 +138,12 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     return out
 
 
+@styled
 def figure(data: dict[str, pd.DataFrame]):
     """Pre-clip gradient norms without / with clipping at the longest L; success against L."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     runs, hist = data["runs"], data["gradnorms"]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    fig, axes = C.panels(1, 3, (17, 4.2))
     if runs.empty:
         return C.no_runs(fig)
     hi = runs["seq_len"].max()

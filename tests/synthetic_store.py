@@ -1,9 +1,7 @@
 """A synthetic sweep with known effects, written to MLflow exactly like real runs record themselves.
 
-Used by the report's tests and for trying the report without training anything:
-
-    python -m bpttlab.report.synthetic sqlite:////tmp/demo/mlflow.db
-    python -m bpttlab.report --tracking-uri sqlite:////tmp/demo/mlflow.db --out /tmp/demo/reports
+Used by the report's tests (``write_synthetic_store`` for the store, ``synthetic_frames`` for the
+frames the figures and tables take).
 
 The numbers follow the shape of the study, not its values: the vanilla RNN's temporal profile
 decays geometrically at a rate below the bound log(sigma_max * gamma); gated cells decay slowly;
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import sys
 import tempfile
 import time
 import zlib
@@ -25,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bpttlab.report.load import PROFILE_ARTIFACT, SUMMARY_METRICS
+from bpttlab.activations import get_activation
+from bpttlab.tracking.reader import PROFILE_ARTIFACT, SUMMARY_METRICS
 
-GAMMA = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "identity": 1.0}
 SIGMA = {"xavier": 1.3, "orthogonal": 1.0, "identity": 1.0, "normal": 1.6, "default": 0.8}
 BASELINE = 1.0 / 6.0  # adding task: predicting the mean
 
@@ -48,7 +45,7 @@ class SyntheticRun:
 
 
 def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
-    gamma = GAMMA.get(act, 1.0)
+    gamma = get_activation(act).gamma
     sigma = SIGMA.get(init, 1.1) * np.exp(0.03 * rng.standard_normal())
     log_bound = float(np.log(sigma * gamma))
     if cell == "rnn":
@@ -147,7 +144,7 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "task": "adding",
         "seq_len": str(seq_len),
         "seed": str(seed),
-        "config_hash": f"{zlib.crc32(f'{cell}{act}{init}{clip}{seq_len}'.encode()):08x}",
+        "config_hash": f"{zlib.crc32(f'{cell}{act}{init}{clip}{seq_len}{seed}'.encode()):08x}",
         "code_version": "synthetic",
         "experiment_file": "experiments/synthetic.yaml",
     }
@@ -314,17 +311,3 @@ def write_synthetic_store(
     client.log_batch(pid, tags=[RunTag("n_runs", str(len(runs)))])
     client.set_terminated(pid, "FINISHED")
     return pid, runs
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m bpttlab.report.synthetic sqlite:////ABS/PATH/mlflow.db")
-        return 2
-    pid, runs = write_synthetic_store(argv[0], n_failed=1, n_killed=1)
-    print(f"wrote synthetic sweep (parent run {pid}, {len(runs)} runs) to {argv[0]}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,12 @@
-"""Shared machinery of the reproductions: run scales, sweeps, loading runs, verdicts, rendering.
+"""The reproduction protocol: run scales, selecting runs, analytic runs, claims and verdicts.
 
 A reproduction reads only what its runs stored in MLflow. Each one runs its grid
 ``experiments/repro_<name>.yaml`` through the same entry point as ``make sweep``
-(``python -m bpttlab -m experiments=repro_<name>`` in a subprocess, so finished runs are
-reused), then loads the finished child runs into pandas frames with :func:`load_runs` and
-:func:`load_history`, and turns them into a figure and a list of :class:`Verdict` rows.
+(:func:`run_sweep`, in a subprocess, so finished runs are reused), then selects the finished runs
+with :func:`load_runs` and reads their series with :func:`load_history` and :func:`load_profiles`
+(all through :mod:`bpttlab.tracking.reader`), and turns them into a figure and a list of
+:class:`Verdict` rows. :func:`report_blocks` lays the verdicts out for the report renderer
+(:mod:`bpttlab.report.render`).
 
 Analytic reproductions (the cliff, the latch fixed point) have no training runs: they record their
 arrays as one MLflow run tagged ``bpttlab.role=analytic`` (:func:`record_analytic`) and compute the
@@ -13,17 +15,9 @@ verdict from the arrays read back (:func:`load_analytic`).
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpttlab import tracking
+from bpttlab import launch, tracking
+from bpttlab.tracking import reader
 
-# Study axes recorded as run tags (see the run record in the project contract).
-TAG_COLUMNS = ("cell", "activation", "init", "clip", "task", "seq_len", "seed", "config_hash")
 # Run-level fields that a run scale changes; runs are selected on them.
 SCALED_FIELDS = ("steps", "eval_every", "profile_every", "probe_size", "task.test_size")
 
@@ -140,23 +133,6 @@ def _param_str(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # running a sweep (the code path of `make sweep`)
 # ---------------------------------------------------------------------------------------------
-def sweep_command(
-    name: str, overrides: Mapping[str, Any] | Sequence[str] = (), jobs: int = 2
-) -> list[str]:
-    """``python -m bpttlab -m experiments=<name> hydra.launcher.n_jobs=<jobs> k=v ...``."""
-    if isinstance(overrides, Mapping):
-        overrides = [f"{k}={v}" for k, v in overrides.items()]
-    return [
-        sys.executable,
-        "-m",
-        "bpttlab",
-        "--multirun",
-        f"experiments={name}",
-        f"hydra.launcher.n_jobs={jobs}",
-        *overrides,
-    ]
-
-
 def run_sweep(
     name: str,
     overrides: Mapping[str, Any] | Sequence[str],
@@ -165,144 +141,73 @@ def run_sweep(
     workdir: Path | None = None,
     log=print,
 ) -> dict[str, float]:
-    """Run the grid as a subprocess; raise if the sweep fails.
+    """Run the grid with ``jobs`` parallel runs (:func:`bpttlab.launch.run_sweep`); raise if the
+    sweep fails.
 
     Returns ``{"sweep": wall seconds, "sweep cpu": CPU seconds of the sweep and its workers}``.
     On a shared machine the wall time depends on the load; CPU seconds / cores estimates the
     wall time on an idle machine. Finished runs of the same sweep are skipped by the sweep
-    itself (resume); the subprocess inherits one BLAS thread per worker.
+    itself (resume).
     """
-    cmd = sweep_command(name, overrides, jobs)
-    env = dict(os.environ)
-    env.update(
-        {
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
+    if isinstance(overrides, Mapping):
+        overrides = [f"{k}={v}" for k, v in overrides.items()]
+    args = [f"hydra.launcher.n_jobs={jobs}", *overrides]
+    log("$ " + " ".join(launch.sweep_command(name, args)[1:]))
+    proc = launch.run_sweep(
+        name,
+        args,
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+        cwd=workdir or tracking.project_root(),
     )
-    log("$ " + " ".join(cmd[1:]))
-    t0 = time.perf_counter()
-    cpu0 = _children_cpu()
-    proc = subprocess.run(
-        cmd, cwd=str(workdir or tracking.project_root()), env=env, text=True, capture_output=True
-    )
-    seconds = time.perf_counter() - t0
-    cpu = _children_cpu() - cpu0
-    tail = [ln for ln in proc.stdout.splitlines() if ln.startswith(("sweep", "  FAILED"))]
-    for line in tail:
-        log("  " + line)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"sweep {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-            f"{proc.stderr[-3000:]}"
-        )
-    return {"sweep": seconds, "sweep cpu": cpu}
-
-
-def _children_cpu() -> float:
-    """User + system CPU seconds of all finished child processes (and theirs) so far."""
-    import resource
-
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return use.ru_utime + use.ru_stime
+    for line in proc.stdout.splitlines():
+        if line.startswith(("sweep", "  FAILED")):
+            log("  " + line)
+    if not proc.ok:
+        raise RuntimeError(proc.failure(f"sweep {name}"))
+    return {"sweep": proc.seconds, "sweep cpu": proc.cpu_seconds}
 
 
 # ---------------------------------------------------------------------------------------------
-# loading runs
+# selecting runs
 # ---------------------------------------------------------------------------------------------
-def get_client(tracking_uri: str):
-    """An ``MlflowClient`` on the store (schema created if needed)."""
-    return tracking.get_client(tracking_uri)
-
-
-def _search(client, exp_ids: list[str], flt: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(exp_ids, flt, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _numeric(col: pd.Series) -> pd.Series:
-    converted = pd.to_numeric(col, errors="coerce")
-    return converted if converted.notna().sum() == col.notna().sum() else col
-
-
-def runs_frame(runs: Iterable) -> pd.DataFrame:
-    """One row per MLflow run: ``run_id, run_name, status, start_time``, the tags of
-    :data:`TAG_COLUMNS`, every metric (latest value) and every param as ``params.<key>``."""
-    rows = []
-    for r in runs:
-        row: dict[str, Any] = {
-            "run_id": r.info.run_id,
-            "run_name": r.info.run_name,
-            "status": r.info.status,
-            "start_time": r.info.start_time,
-        }
-        for tag in TAG_COLUMNS:
-            row[tag] = r.data.tags.get(tag)
-        row.update(r.data.metrics)
-        row.update({f"params.{k}": v for k, v in r.data.params.items()})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    for col in df.columns:
-        if col.startswith("params.") or col in ("seq_len", "seed"):
-            df[col] = _numeric(df[col])
-    return df
-
-
 def load_runs(
     tracking_uri: str, experiment: str, match: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """The FINISHED training runs of ``experiment`` whose params equal ``match``.
+    """The training runs of ``experiment`` whose params equal ``match`` and that count
+    (:func:`bpttlab.tracking.reader.finished`: FINISHED, the latest run of a config hash).
 
-    Several runs with one config hash (an earlier identical sweep) count once: the latest.
-    Returns an empty frame if the experiment does not exist.
+    Rows of :func:`bpttlab.tracking.reader.runs_table`; an empty frame if the experiment does not
+    exist.
     """
-    client = get_client(tracking_uri)
+    client = tracking.get_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame()
-    flt = "tags.`bpttlab.role` = 'run' and attributes.status = 'FINISHED'"
+    flt = f"tags.`{reader.ROLE_TAG}` = 'run' and attributes.status = 'FINISHED'"
     for key, value in (match or {}).items():
         flt += f" and params.`{key}` = '{value}'"
-    df = runs_frame(_search(client, [exp.experiment_id], flt))
-    if df.empty:
-        return df
-    df = df.sort_values("start_time").drop_duplicates("config_hash", keep="last")
-    return df.reset_index(drop=True)
+    table = reader.runs_table(reader.search_runs(client, [exp.experiment_id], flt))
+    return reader.finished(table).reset_index(drop=True)
 
 
-def load_history(tracking_uri: str, run_ids: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Long table ``(run_id, metric, step, value)`` of the named metric series of each run."""
-    client = get_client(tracking_uri)
-    rows = []
-    for rid in run_ids:
-        for name in metrics:
-            for m in client.get_metric_history(rid, name):
-                rows.append((rid, name, int(m.step), float(m.value)))
-    return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+def stored_runs(
+    tracking_uri: str, experiment: str, grid: str, overrides: Mapping[str, Any]
+) -> pd.DataFrame:
+    """:func:`load_runs` of the grid ``experiments/<grid>.yaml`` run with ``overrides``."""
+    return load_runs(tracking_uri, experiment, expected_params(grid, overrides))
+
+
+def load_history(tracking_uri: str, runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Long table ``(run_id, metric, step, value)`` of the named metric series of ``runs``."""
+    client = tracking.get_client(tracking_uri)
+    return reader.metric_points(client, tracking_uri, runs, metrics=metrics)
 
 
 def load_profiles(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table ``(run_id, phase, t, lag, norm)`` of ``profile_init`` / ``profile_final``.
-
-    ``t = 1..T`` as logged (metric step), ``lag = T - t`` steps back from the loss.
-    """
-    hist = load_history(tracking_uri, list(runs["run_id"]), ["profile_init", "profile_final"])
-    if hist.empty:
-        return pd.DataFrame(columns=["run_id", "phase", "t", "lag", "norm"])
-    hist = hist.rename(columns={"step": "t", "value": "norm"})
-    hist["phase"] = hist["metric"].map({"profile_init": "init", "profile_final": "final"})
-    length = hist.groupby(["run_id", "phase"])["t"].transform("max")
-    hist["lag"] = length - hist["t"]
-    return hist[["run_id", "phase", "t", "lag", "norm"]]
+    """Temporal profiles of ``runs``, :func:`bpttlab.tracking.reader.temporal_profiles`:
+    ``(run_id, train_step, phase, t, lag, norm, source)``, phases ``init``, ``mid``, ``final``."""
+    client = tracking.get_client(tracking_uri)
+    return reader.temporal_profiles(client, runs, tracking_uri=tracking_uri)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +217,14 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     """12-hex-digit hash of an analytic computation's parameters."""
     blob = json.dumps(dict(spec), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _analytic_runs(client, experiment_id: str, key: str) -> list:
+    flt = (
+        f"tags.`{reader.ROLE_TAG}` = 'analytic' and tags.config_hash = '{key}' "
+        "and attributes.status = 'FINISHED'"
+    )
+    return list(reader.search_runs(client, [experiment_id], flt))
 
 
 def record_analytic(
@@ -326,22 +239,16 @@ def record_analytic(
     ``spec`` is logged as params and hashed into the tag ``config_hash``; ``arrays`` are stored in
     the artifact ``analytic/<name>.npz``. Returns the run id.
     """
-    client = get_client(tracking_uri)
+    client = tracking.get_client(tracking_uri)
     exp_id = tracking.get_or_create_experiment(client, experiment, tracking_uri)
-    key = spec_hash(spec)
-    found = _search(
-        client,
-        [exp_id],
-        f"tags.`bpttlab.role` = 'analytic' and tags.config_hash = '{key}' "
-        "and attributes.status = 'FINISHED'",
-    )
+    found = _analytic_runs(client, exp_id, spec_hash(spec))
     if found:
         return found[0].info.run_id
     tracker = tracking.MlflowTracker.start(
         tracking_uri,
         experiment,
         f"{name}-analytic",
-        tags={"bpttlab.role": "analytic", "config_hash": key, "task": name},
+        tags={reader.ROLE_TAG: "analytic", "config_hash": spec_hash(spec), "task": name},
     )
     try:
         tracker.log_params({k: v for k, v in spec.items()})
@@ -359,24 +266,17 @@ def load_analytic(
     tracking_uri: str, experiment: str, name: str, spec: Mapping[str, Any]
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics and arrays of the finished analytic run recorded for ``spec``."""
-    client = get_client(tracking_uri)
+    client = tracking.get_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     key = spec_hash(spec)
-    found = []
-    if exp is not None:
-        found = _search(
-            client,
-            [exp.experiment_id],
-            f"tags.`bpttlab.role` = 'analytic' and tags.config_hash = '{key}' "
-            "and attributes.status = 'FINISHED'",
-        )
-    if not found:
+    found = _analytic_runs(client, exp.experiment_id, key) if exp is not None else []
+    arrays = None
+    if found:
+        run = found[0]
+        path = f"analytic/{name}.npz"
+        arrays = reader.read_arrays_artifact(client, run.info.run_id, run.info.artifact_uri, path)
+    if arrays is None:
         raise LookupError(f"no finished analytic run '{name}' for spec {key} in '{experiment}'")
-    run = found[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run.info.run_id, f"analytic/{name}.npz", tmp)
-        with np.load(path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
     return dict(run.data.metrics), arrays
 
 
@@ -431,6 +331,24 @@ def missing(result: str, claim: Claim, why: str) -> Verdict:
     return Verdict(result, text, published, f"not judged: {why}", criterion, None)
 
 
+def panels(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
+    """A new ``Figure`` and its grid of axes (``Figure.subplots`` keywords in ``kwargs``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def seed_lines(ax, frame: pd.DataFrame, x: str, y: str, color, label: str, center=None) -> None:
+    """One thin line per run of ``frame`` and a thick line of ``center`` over runs (default the
+    mean) at each ``x``, labelled ``label``."""
+    for _, s in frame.groupby("run_id"):
+        s = s.sort_values(x)
+        ax.plot(s[x], s[y], color=color, lw=0.6, alpha=0.35)
+    m = frame.groupby(x)[y].agg(center or "mean")
+    ax.plot(m.index, m.values, color=color, lw=2, label=label)
+
+
 def no_runs(fig):
     """Mark every panel of ``fig`` as empty (a reproduction whose runs are not in the store)."""
     for ax in fig.axes:
@@ -439,7 +357,7 @@ def no_runs(fig):
 
 
 # ---------------------------------------------------------------------------------------------
-# rendering
+# the report's content (rendered by bpttlab.report.render)
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Section:
@@ -455,23 +373,17 @@ class Section:
     n_runs: int = 0
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+VERDICT_COLUMNS = ("result", "claim", "published", "ours", "pass criterion", "verdict", "run size")
+# Background of the verdict cell in HTML.
+VERDICT_COLORS = {"verdict": {"PASS": "#d4edda", "FAIL": "#f8d7da", "n/a": "#eeeeee"}}
 
 
-def verdict_table_md(verdicts: Sequence[Verdict]) -> str:
-    head = "| result | claim | published | ours | pass criterion | verdict | run size |\n"
-    head += "|---|---|---|---|---|---|---|\n"
+def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    """The verdict table, one row per claim (columns :data:`VERDICT_COLUMNS`)."""
     rows = [
-        "| "
-        + " | ".join(
-            _md_cell(x)
-            for x in (v.result, v.claim, v.published, v.ours, v.criterion, v.mark, v.scale)
-        )
-        + " |"
-        for v in verdicts
+        (v.result, v.claim, v.published, v.ours, v.criterion, v.mark, v.scale) for v in verdicts
     ]
-    return head + "\n".join(rows) + "\n"
+    return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 
 def _fmt_s(seconds: float) -> str:
@@ -482,102 +394,33 @@ def _fmt_times(seconds: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {_fmt_s(v)}" for k, v in seconds.items())
 
 
-def render_markdown(sections: Sequence[Section], header: str, fig_rel: str = "figures") -> str:
-    """``reproduce.md``: the verdict table first, then one part per reproduction."""
+TITLE = "Reproductions of published results"
+
+
+def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
+    """The blocks of ``reproduce.md/.html`` (:mod:`bpttlab.report.render`): the verdict table
+    first, then one part per reproduction."""
     all_v = [v for s in sections for v in s.verdicts]
     n_pass = sum(v.passed is True for v in all_v)
     n_fail = sum(v.passed is False for v in all_v)
-    out = ["# Reproductions of published results", "", header, ""]
-    out.append(f"**{n_pass} of {len(all_v)} claims reproduced, {n_fail} failed.**")
-    out += ["", verdict_table_md(all_v), ""]
+    blocks: list[tuple] = [("h", 1, TITLE), ("p", header)]
+    blocks += [("p", f"**{n_pass} of {len(all_v)} claims reproduced, {n_fail} failed.**")]
+    blocks += [("table", verdict_frame(all_v), False, VERDICT_COLORS)]
     for s in sections:
-        out += [f"## {s.title}", "", s.setup, ""]
+        blocks += [("h", 2, s.title), ("p", s.setup)]
+        facts = []
         if s.n_runs:
-            out.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
+            facts.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
         if s.seconds:
-            out.append("Time: " + _fmt_times(s.seconds) + ".")
-            out.append("")
+            facts.append("Time: " + _fmt_times(s.seconds) + ".")
+        if facts:
+            blocks += [("p", "\n".join(facts))]
         if s.figure is not None:
-            out += [f"![{s.title}]({fig_rel}/{s.figure.name})", ""]
+            blocks += [("img", s.title, s.figure)]
         if s.notes:
-            out += [s.notes, ""]
-        out += [verdict_table_md(s.verdicts), ""]
-    return "\n".join(out)
-
-
-def _img_b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def _verdict_table_html(verdicts: Sequence[Verdict]) -> str:
-    cols = ("result", "claim", "published", "ours", "pass criterion", "verdict", "run size")
-    rows = []
-    for v in verdicts:
-        color = {True: "#d4edda", False: "#f8d7da", None: "#eeeeee"}[v.passed]
-        cells = (v.result, v.claim, v.published, v.ours, v.criterion, v.mark, v.scale)
-        tds = "".join(
-            f'<td style="background:{color}">{html.escape(str(c))}</td>'
-            if i == 5
-            else f"<td>{html.escape(str(c))}</td>"
-            for i, c in enumerate(cells)
-        )
-        rows.append(f"<tr>{tds}</tr>")
-    th = "".join(f"<th>{c}</th>" for c in cols)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def render_html(sections: Sequence[Section], header: str) -> str:
-    """``reproduce.html``: same content, figures embedded as base64 PNG."""
-    all_v = [v for s in sections for v in s.verdicts]
-    n_pass = sum(v.passed is True for v in all_v)
-    n_fail = sum(v.passed is False for v in all_v)
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>bpttlab reproductions</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-        "padding:4px;vertical-align:top}img{max-width:100%}</style></head><body>",
-        "<h1>Reproductions of published results</h1>",
-        f"<p>{html.escape(header)}</p>",
-        f"<p><b>{n_pass} of {len(all_v)} claims reproduced, {n_fail} failed.</b></p>",
-        _verdict_table_html(all_v),
-    ]
-    for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2><p>{html.escape(s.setup)}</p>")
-        if s.seconds:
-            t = _fmt_times(s.seconds)
-            parts.append(f"<p>Time: {html.escape(t)}.</p>")
-        if s.figure is not None and s.figure.is_file():
-            parts.append(
-                f"<img alt='{html.escape(s.title)}' "
-                f"src='data:image/png;base64,{_img_b64(s.figure)}'>"
-            )
-        if s.notes:
-            parts.append(f"<p>{html.escape(s.notes)}</p>")
-        parts.append(_verdict_table_html(s.verdicts))
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG (150 dpi) and close it."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def figure_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def finite(values: Iterable[float]) -> np.ndarray:
-    """The finite entries as a float array."""
-    v = np.asarray(list(values), dtype=float)
-    return v[np.isfinite(v)]
+            blocks += [("p", s.notes)]
+        blocks += [("table", verdict_frame(s.verdicts), False, VERDICT_COLORS)]
+    return blocks
 
 
 def isclose(a: float, b: float, tol: float) -> bool:
