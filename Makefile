@@ -58,7 +58,7 @@ format: $(STAMP) ## Auto-format with ruff
 	$(PY) -m ruff check --fix src tests
 
 bench: $(STAMP) ## Print speed figures (engine step times vs matmul floor, sweep wall time, tracking overhead)
-	$(PY) -m bpttlab.bench $(ARGS)
+	$(PY) -m bpttlab.tools.bench $(ARGS)
 
 run: $(STAMP) ## Train one run and print its summary, e.g. make run ARGS="model=lstm task.seq_len=50"
 	$(PY) -m bpttlab $(ARGS)
@@ -71,7 +71,7 @@ smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
 	$(MAKE) sweep EXP=smoke
 
 ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store (Ctrl-C stops it)
-	$(PY) -m bpttlab.ui --host $(HOST) --port $(UI_PORT)
+	$(PY) -m bpttlab.tools.ui --host $(HOST) --port $(UI_PORT)
 
 report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the newest sweep in MLflow, no training
 	$(PY) -m bpttlab.report $(ARGS)
@@ -80,7 +80,7 @@ CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
 
 report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (installs Debian's chromium via apt-get if missing)
 	@test -f reports/report.html || { echo "no reports/report.html: run make report first"; exit 1; }
-	@if ! $(PY) -c 'import sys; from bpttlab.report.screenshot import find_chromium; sys.exit(find_chromium() is None)'; then \
+	@if ! $(PY) -c 'import sys; from bpttlab.tools.screenshot import find_chromium; sys.exit(find_chromium() is None)'; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "chromium is not installed; installing it: $(CHROMIUM_INSTALL)"; \
 	    export DEBIAN_FRONTEND=noninteractive; $(CHROMIUM_INSTALL) || exit 1; \
@@ -88,18 +88,18 @@ report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (i
 	    echo "chromium is not installed; install it with: sudo $(subst &&,&& sudo,$(CHROMIUM_INSTALL))"; exit 1; \
 	  fi; \
 	fi
-	$(PY) -m bpttlab.report.screenshot reports/report.html reports/report.png
+	$(PY) -m bpttlab.tools.screenshot reports/report.html reports/report.png
 
 reproduce: $(STAMP) ## Re-create published results with a verdict per claim: reports/reproduce.md/.html (ONLY=cliff,bound for a subset)
 	$(PY) -m bpttlab.reproduce --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
 	@# Not echoed, and the URI passed in the environment: a password in BACKEND stays unprinted.
-	@$(if $(BACKEND),MLFLOW_BACKEND_STORE_URI='$(BACKEND)') $(PY) -m bpttlab.server start \
+	@$(if $(BACKEND),MLFLOW_BACKEND_STORE_URI='$(BACKEND)') $(PY) -m bpttlab.tools.server start \
 	  --host $(HOST) --port $(SERVER_PORT) $(ARGS)
 
 server-stop: $(STAMP) ## Stop the tracking server started by `make server` and every process it started
-	$(PY) -m bpttlab.server stop
+	$(PY) -m bpttlab.tools.server stop
 
 clean: ## Remove generated outputs (keeps the MLflow store and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpttlab import bench
+from bpttlab.tools import bench
 
 
 def test_engine_section_reports_every_configuration():

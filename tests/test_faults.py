@@ -19,7 +19,7 @@ import pytest
 
 from bpttlab import tracking
 from bpttlab.tracking import sweep as S
-from bpttlab.uris import move_credentials
+from bpttlab.tracking.uris import move_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = ("steps=40000", "task.seq_len=20", "eval_every=500", "profile_every=2000")

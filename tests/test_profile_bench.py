@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bpttlab import bench, recorder, train
+from bpttlab import recorder, train
+from bpttlab.tools import bench
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])

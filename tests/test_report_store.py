@@ -2,11 +2,13 @@
 
 import base64
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bpttlab.report import build
 from bpttlab.report import load as L
 from bpttlab.report.__main__ import main as report_main
 from bpttlab.tracking import reader
@@ -169,7 +171,7 @@ def test_full_render_writes_files_and_logs_artifacts(store, rendered):
 
 
 def test_screenshot_of_the_report(rendered, tmp_path):
-    from bpttlab.report.screenshot import find_chromium, screenshot
+    from bpttlab.tools.screenshot import find_chromium, screenshot
 
     if find_chromium() is None:
         pytest.skip("chromium not installed (apt-get install -y chromium)")
@@ -177,3 +179,41 @@ def test_screenshot_of_the_report(rendered, tmp_path):
     png = screenshot(out / "report.html", tmp_path / "shot.png", height=2500)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a page with figures
+
+
+def test_a_corrupt_or_missing_artifact_is_named_and_the_rest_renders(tmp_path):
+    """One truncated profile artifact and one deleted one: the report says so and still renders."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, runs = write_synthetic_store(uri, "bpttlab", sweep_id="damaged", runs=synthetic_runs(**GRID))
+    done = [r for r in runs if r.status == "FINISHED"]
+    art = tmp_path / "mlartifacts"
+    truncated = next(art.rglob(f"{done[0].run_id}/artifacts/profiles/temporal_profiles.npz"))
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    deleted = next(art.rglob(f"{done[1].run_id}/artifacts/profiles"))
+    shutil.rmtree(deleted)
+    data = L.load_sweep(uri, sweep_id="damaged")
+    assert set(data.artifact_problems) == {done[0].run_id, done[1].run_id}
+    assert "unreadable" in data.artifact_problems[done[0].run_id]
+    assert "no profiles/temporal_profiles.npz" in data.artifact_problems[done[1].run_id]
+    # both still have profiles, from their metrics
+    sources = data.profiles.groupby("run_id")["source"].first()
+    assert sources[done[0].run_id] == sources[done[1].run_id] == "metrics"
+    text, table = build.incomplete_notice(data)
+    assert "missing or damaged artifact" in text
+    assert set(table["run_id"]) >= {done[0].run_id, done[1].run_id}
+    result = build.write_report(data, tmp_path / "out", ("png",), log_artifacts=False)
+    report = result.markdown.read_text()
+    assert done[0].run_name in report and "unreadable" in report
+
+
+def test_a_read_only_store_still_gets_its_report_files(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_synthetic_store(uri, "bpttlab", sweep_id="ro", runs=synthetic_runs(**GRID))
+    data = L.load_sweep(uri, sweep_id="ro")
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.log_artifact", refuse)
+    result = build.write_report(data, tmp_path / "out", ("png",), log_artifacts=True)
+    assert result.markdown.is_file() and result.html.is_file() and result.logged_to is None

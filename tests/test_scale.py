@@ -1,7 +1,7 @@
 """Scale-out path: the smoke sweep through Hydra's Ray launcher into an MLflow tracking server.
 
-A local Ray head (``ray start --head`` on 127.0.0.1) and a tracking server started with
-``python -m bpttlab.server`` stand in for a cluster: the sweep is launched exactly as a user would
+A local Ray head (``ray start --head`` on 127.0.0.1) and a tracking server started with ``python -m
+bpttlab.tools.server`` stand in for a cluster: the sweep is launched exactly as a user would
 (``hydra/launcher=ray tracking=server`` plus ``RAY_ADDRESS``), then the store is read back to check
 that every run of the grid landed exactly once under the sweep's parent run, with its metric
 histories and artifacts, and that stopping the head and the server leaves no process behind. The
@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bpttlab import server
-from bpttlab.scale_bench import free_port, local_ray_head, ray_available, smoke_sweep
+from bpttlab.tools import server
+from bpttlab.tools.scale_bench import free_port, local_ray_head, ray_available, smoke_sweep
 from bpttlab.tracking import project_root
 
 pytestmark = pytest.mark.scale
@@ -54,9 +54,9 @@ def smoke_grid() -> tuple[list[dict[str, str]], int]:
 
 @contextlib.contextmanager
 def tracking_server(state_dir: Path, backend_store_uri: str | None = None):
-    """``python -m bpttlab.server start`` ... ``stop``; yields the recorded ServerInfo."""
+    """``python -m bpttlab.tools.server start`` ... ``stop``; yields the recorded ServerInfo."""
     port = free_port()
-    cli = [sys.executable, "-m", "bpttlab.server"]
+    cli = [sys.executable, "-m", "bpttlab.tools.server"]
     common = ["--state-dir", str(state_dir)]
     start = [*cli, "start", *common, "--port", str(port)]
     if backend_store_uri:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from bpttlab import server
-from bpttlab.scale_bench import free_port
+from bpttlab.tools import server
+from bpttlab.tools.scale_bench import free_port
 
 
 def _tcp_states(port: int) -> set[str]:
@@ -155,13 +155,13 @@ def _get(url: str, host: str | None = None, origin: str | None = None, data: byt
 
 
 def _start_cli(state_dir: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bpttlab.server", "start", "--state-dir", str(state_dir),
+    cmd = [sys.executable, "-m", "bpttlab.tools.server", "start", "--state-dir", str(state_dir),
            "--port", str(port), *extra]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _stop_cli(state_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "bpttlab.server", "stop", "--state-dir", str(state_dir)]
+    cmd = [sys.executable, "-m", "bpttlab.tools.server", "stop", "--state-dir", str(state_dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
 
@@ -230,7 +230,7 @@ def test_postgres_backend_password_is_never_shown_or_stored(tmp_path):
             for pid in server.server_processes(info):
                 assert b"hunter2" not in Path(f"/proc/{pid}/cmdline").read_bytes()
             status = subprocess.run(
-                [sys.executable, "-m", "bpttlab.server", "status", "--state-dir", str(state)],
+                [sys.executable, "-m", "bpttlab.tools.server", "status", "--state-dir", str(state)],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert status.returncode == 0 and "postgres:***@" in status.stdout

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from bpttlab import ui
+from bpttlab.tools import ui
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def test_ui_serves_the_store_and_ctrl_c_leaves_no_process(sqlite_uri, tmp_path):
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=sqlite_uri)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bpttlab.ui", "--port", str(port)],
+        [sys.executable, "-m", "bpttlab.tools.ui", "--port", str(port)],
         env=env, cwd=tmp_path, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from bpttlab import uris
-from bpttlab.uris import TrackingUnavailable, preflight, redact, redact_params, redact_text
+from bpttlab.tracking import uris
+from bpttlab.tracking.uris import TrackingUnavailable, preflight, redact, redact_params, redact_text
 
 
 def _closed_port() -> int:
@@ -115,7 +115,7 @@ def test_redacting_filter_runs_a_command_and_keeps_its_exit_code():
     script = "print('backend postgresql://u:pw@h/db'); print('pw hunter2'); raise SystemExit(3)"
     env = dict(os.environ, **{uris.SECRETS_ENV: "hunter2"})
     done = subprocess.run(
-        [sys.executable, "-m", "bpttlab.uris", "--", sys.executable, "-c", script],
+        [sys.executable, "-m", "bpttlab.tracking.uris", "--", sys.executable, "-c", script],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert done.returncode == 3

@@ -165,7 +165,7 @@ def _hard_stop_after(seconds: float) -> threading.Timer:
 
 def main() -> None:
     """Console entry point (``python -m bpttlab``, or the ``bpttlab`` command)."""
-    from bpttlab.uris import move_credentials, redact_text, set_http_timeouts
+    from bpttlab.tracking.uris import move_credentials, redact_text, set_http_timeouts
 
     argv = move_credentials(sys.argv[1:], os.environ)  # a password never reaches Hydra's files
     sys.argv[1:] = argv

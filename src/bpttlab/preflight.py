@@ -358,7 +358,7 @@ def check_tracking_uri(uri: str | None) -> None:
 def check_reachable(uri: str | None) -> None:
     """The store answers within seconds (a server's ``/health``, a database's connection)."""
     from bpttlab.tracking import resolve_tracking_uri
-    from bpttlab.uris import TrackingUnavailable, check_tracking
+    from bpttlab.tracking.uris import TrackingUnavailable, check_tracking
 
     try:
         check_tracking(resolve_tracking_uri(uri))

@@ -25,6 +25,8 @@ from bpttlab.report.load import (  # noqa: E402
     open_store,
     resolve_tracking_uri,
 )
+from bpttlab.tracking import reader  # noqa: E402
+from bpttlab.tracking.uris import TrackingUnavailable, check_tracking, redact  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         uri = resolve_tracking_uri(args.tracking_uri)
-        progress(f"tracking store {uri}")
+        progress(f"tracking store {redact(uri)}")
+        if reader.sqlite_path(uri) is None:  # a server or database: answers in seconds, or not
+            check_tracking(uri)
         if args.list:
             sweeps = list_sweeps(open_store(uri), args.experiment)
             print(sweeps.to_string(index=False) if not sweeps.empty else "no sweeps")
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         result = write_report(
             data, out, formats, log_artifacts=not args.no_log_artifacts, progress=progress
         )
-    except ReportError as err:
+    except (ReportError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:

@@ -8,7 +8,6 @@ they show in the MLflow UI.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from bpttlab.report import figures as F
 from bpttlab.report import tables as T
 from bpttlab.report.load import AXES, Progress, SweepData, _quiet
 from bpttlab.report.render import render_html, render_markdown, save_figure
+from bpttlab.tracking.uris import redact
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         "sweep id": data.sweep_id,
         "parent run": f"{parent['run_id']} ({parent.get('run_name') or '-'}, {parent['status']})",
         "experiment": f"{data.experiment['name']} (id {data.experiment['experiment_id']})",
-        "tracking store": _redact(data.tracking_uri),
+        "tracking store": redact(data.tracking_uri),
         "started": f"{parent['start_time']:%Y-%m-%d %H:%M:%S} UTC",
         "runs": f"{len(runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
         "code version": tags.get("code_version") or uniq("code_version"),
@@ -173,11 +173,6 @@ def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return facts_df, grid_df, const_df
 
 
-def _redact(uri: str) -> str:
-    """A URI without any ``user:password@``."""
-    return re.sub(r"//[^/@]*@", "//", uri)
-
-
 def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFrame]:
     """A sentence on runs that did not finish, and the list of them (run name, status, axes)."""
     bad = data.incomplete
@@ -189,8 +184,25 @@ def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFra
         if missing > 0
         else ""
     )
-    if bad.empty:
+    damaged = ""
+    if data.artifact_problems:
+        damaged = (
+            f" {len(data.artifact_problems)} finished run(s) have a missing or damaged artifact "
+            "(listed below with what was wrong); the report uses what could be read."
+        )
+        names = data.runs.set_index("run_id")["run_name"]
+        extra = pd.DataFrame(
+            {
+                "run_name": [names.get(r, r) for r in data.artifact_problems],
+                "status": "FINISHED, artifact problem",
+                "run_id": list(data.artifact_problems),
+                "error": list(data.artifact_problems.values()),
+            }
+        )
+    if bad.empty and not data.artifact_problems:
         return f"All {len(data.runs)} recorded runs finished.{never}", pd.DataFrame()
+    if bad.empty:
+        return f"All {len(data.runs)} recorded runs finished.{never}{damaged}", extra
     counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
     text = (
         f"{len(bad)} of {len(data.runs)} runs did not finish ({counts}); they are left out of "
@@ -203,6 +215,9 @@ def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFra
     table = bad[cols].head(limit).reset_index(drop=True)
     if "error" in bad and bad["error"].notna().any():
         table["error"] = bad["error"].head(limit).fillna("").str.slice(0, 160).to_numpy()
+    if data.artifact_problems:
+        text += damaged
+        table = pd.concat([table, extra], ignore_index=True)
     return text, table
 
 
@@ -293,8 +308,11 @@ def write_report(
     result.html.write_text(render_html(blocks, f"bpttlab report: {data.sweep_id}"), "utf-8")
     if log_artifacts:
         progress(f"logging the report to parent run {data.parent['run_id']} under report/")
-        _log_to_parent(data, result)
-        result.logged_to = data.parent["run_id"]
+        try:
+            _log_to_parent(data, result)
+            result.logged_to = data.parent["run_id"]
+        except Exception as exc:  # a read-only or full store: the files are written regardless
+            progress(f"note: could not log the report to the store ({type(exc).__name__}: {exc})")
     return result
 
 

@@ -78,6 +78,7 @@ class SweepData:
     experiment: dict
     tracking_uri: str
     notes: list[str] = field(default_factory=list)
+    artifact_problems: dict[str, str] = field(default_factory=dict)  # run_id -> what is wrong
 
     @property
     def sweep_id(self) -> str:
@@ -93,6 +94,12 @@ class SweepData:
     def incomplete(self) -> pd.DataFrame:
         """Runs that did not finish (FAILED, KILLED, RUNNING, SCHEDULED)."""
         return self.runs[self.runs["status"] != "FINISHED"]
+
+
+def _finished_problems(problems: dict[str, str], runs: pd.DataFrame) -> dict[str, str]:
+    """Artifact problems of FINISHED runs (a run that did not finish is listed for that)."""
+    done = set(runs.loc[runs["status"] == "FINISHED", "run_id"])
+    return {rid: why for rid, why in problems.items() if rid in done}
 
 
 def _quiet(_: str) -> None:
@@ -288,4 +295,5 @@ def load_sweep(
         parent=_parent_dict(client, parent),
         experiment={"experiment_id": exp.experiment_id, "name": exp.name},
         tracking_uri=uri,
+        artifact_problems=_finished_problems(profiles.attrs.get("problems", {}), runs),
     )

@@ -30,7 +30,8 @@ from typing import Any
 from bpttlab import config as C
 from bpttlab import tracking
 from bpttlab.tracking import processes
-from bpttlab.uris import redact_params, redact_text
+from bpttlab.tracking.reader import children
+from bpttlab.tracking.uris import redact_params, redact_text
 
 ENV_PARENT = "BPTTLAB_PARENT_RUN_ID"
 ENV_TOTAL = "BPTTLAB_SWEEP_TOTAL"
@@ -81,18 +82,6 @@ def run_tags(cfg: C.Config, sweep_id: str = "") -> dict[str, str]:
         "code_version": code_version(),
         "experiment_file": cfg.study,
     }
-
-
-def children(client, experiment_id: str, parent_id: str, extra: str = "") -> list:
-    """Every child run of ``parent_id`` (all pages), optionally filtered further."""
-    flt = f"tags.`mlflow.parentRunId` = '{parent_id}'" + (f" and {extra}" if extra else "")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], flt, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def hydra_output_dir() -> Path | None:

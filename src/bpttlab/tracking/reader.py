@@ -401,19 +401,35 @@ def temporal_profiles(
     A run without the artifact (e.g. one that failed before writing it) falls back to its first
     and last profiles logged as metrics with step = t (``train_step`` 0 and ``steps_done``).
     ``source`` is ``"artifact"`` or ``"metrics"``; ``lag = T - t`` counts steps back from the
-    loss (0 at the last step).
+    loss (0 at the last step). A missing, truncated or corrupt artifact never raises: the run
+    falls back to its metrics and ``result.attrs["problems"]`` maps its run id to what was wrong.
     """
     parts = []
     jobs = list(zip(runs["run_id"], runs["artifact_uri"], strict=True))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(
-            pool.map(lambda j: read_arrays_artifact(client, j[0], j[1], PROFILE_ARTIFACT), jobs)
-        )
+        arrays = list(pool.map(lambda j: _read_or_error(client, j[0], j[1]), jobs))
     have = set()
+    problems: dict[str, str] = {}
     for (run_id, _), arr in zip(jobs, arrays, strict=True):
+        if isinstance(arr, Exception):
+            problems[run_id] = (
+                f"{PROFILE_ARTIFACT} is unreadable ({type(arr).__name__}: {arr}); "
+                "its first and last profiles come from its metrics"
+            )
+            continue
         if arr is not None:
-            parts.append(_profile_rows(run_id, arr))
-            have.add(run_id)
+            try:
+                parts.append(_profile_rows(run_id, arr))
+                have.add(run_id)
+            except (KeyError, ValueError) as exc:
+                problems[run_id] = (
+                    f"{PROFILE_ARTIFACT} lacks its arrays ({type(exc).__name__}: {exc}); "
+                    "its first and last profiles come from its metrics"
+                )
+        else:
+            problems[run_id] = (
+                f"no {PROFILE_ARTIFACT} artifact; its first and last profiles come from its metrics"
+            )
     missing = runs[~runs["run_id"].isin(have)]
     if profile_points is None and not missing.empty and tracking_uri is not None:
         profile_points = metric_points(client, tracking_uri, missing, metrics=list(PROFILE_METRICS))
@@ -440,5 +456,16 @@ def temporal_profiles(
             )
     if not parts:
         dtypes = {"train_step": np.int64, "t": np.int64, "lag": np.int64, "norm": float}
-        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in _PROFILE_COLUMNS})
-    return pd.concat(parts, ignore_index=True)[_PROFILE_COLUMNS]
+        out = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in _PROFILE_COLUMNS})
+    else:
+        out = pd.concat(parts, ignore_index=True)[_PROFILE_COLUMNS]
+    out.attrs["problems"] = problems  # run_id -> what was wrong with its artifact
+    return out
+
+
+def _read_or_error(client, run_id: str, artifact_uri: str):
+    """The profile arrays, None if absent, or the exception a corrupt artifact raised."""
+    try:
+        return read_arrays_artifact(client, run_id, artifact_uri, PROFILE_ARTIFACT)
+    except Exception as exc:  # a truncated or corrupt .npz (BadZipFile, EOFError, ValueError...)
+        return exc

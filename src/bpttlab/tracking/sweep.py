@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from bpttlab import tracking
 from bpttlab.tracking import lifecycle as L
 from bpttlab.tracking.processes import ENV_DRIVER_PID
-from bpttlab.uris import redact, redact_text
+from bpttlab.tracking.reader import children
+from bpttlab.tracking.uris import redact, redact_text
 
 HEARTBEAT_EVERY = 10.0  # seconds between the driver's heartbeats
 STALE_AFTER = 60.0  # a lease without a heartbeat for this long belongs to a dead driver
@@ -130,7 +131,7 @@ def _heartbeat(uri: str, parent_id: str, stop: threading.Event) -> None:
 
 def _close_orphans(client, exp_id: str, parent_id: str, why: str) -> int:
     """Close the runs a dead driver left RUNNING under ``parent_id`` as KILLED."""
-    left = L.children(client, exp_id, parent_id, "attributes.status = 'RUNNING'")
+    left = children(client, exp_id, parent_id, "attributes.status = 'RUNNING'")
     for r in left:
         client.set_tag(r.info.run_id, "bpttlab.closed_reason", why)
         client.set_terminated(r.info.run_id, "KILLED")
@@ -146,7 +147,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        from bpttlab.uris import TrackingUnavailable, check_tracking
+        from bpttlab.tracking.uris import TrackingUnavailable, check_tracking
 
         uri = tracking.resolve_tracking_uri(config.tracking.uri)
         try:
@@ -267,7 +268,7 @@ def progress(client, experiment_id: str, parent_id: str) -> str:
     total = int(os.environ.get(L.ENV_TOTAL, "0") or 0)
     start = float(os.environ.get(L.ENV_START, "0") or 0)
     try:
-        kids = L.children(client, experiment_id, parent_id, "attributes.status != 'RUNNING'")
+        kids = children(client, experiment_id, parent_id, "attributes.status != 'RUNNING'")
     except Exception:  # progress is best effort; never fail a run over it
         return ""
     done = len(kids)
@@ -300,7 +301,7 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
         why = "interrupted (Ctrl-C or SIGTERM)" if interrupted else reason
         if stopped:
             _close_orphans(client, state["exp_id"], parent_id, f"the sweep stopped: {why}")
-        kids = L.children(client, state["exp_id"], parent_id)
+        kids = children(client, state["exp_id"], parent_id)
     except Exception as exc:
         print(
             f"sweep stopped; could not close its runs in the store ({redact_text(str(exc))}): "

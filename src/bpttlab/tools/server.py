@@ -1,8 +1,8 @@
 """Start, stop and inspect a local MLflow tracking server for sweeps that outgrow one SQLite file.
 
-    python -m bpttlab.server start  [--backend-store-uri URI] [--host 127.0.0.1] [--port 5001]
-    python -m bpttlab.server status
-    python -m bpttlab.server stop
+    python -m bpttlab.tools.server start  [--backend-store-uri URI] [--host 127.0.0.1] [--port 5001]
+    python -m bpttlab.tools.server status
+    python -m bpttlab.tools.server stop
 
 ``start`` runs ``mlflow server`` in its own session (so its own process group) with
 
@@ -22,7 +22,7 @@ MLflow's defaults (loopback, private ranges), and warns that the server has no a
 are; ``--allowed-hosts`` adds names (a DNS alias, a proxy's name).
 
 The backend URI reaches ``mlflow server`` through its environment (``MLFLOW_BACKEND_STORE_URI``),
-not its command line, and is checked first (:func:`bpttlab.uris.preflight`); its password is never
+not its command line, and is checked first (``uris.preflight``); its password is never
 printed, written to ``server.json`` or let through to ``server.log`` (the server's output passes a
 redacting filter on its way there).
 
@@ -50,7 +50,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bpttlab.uris import (
+from bpttlab.tracking.uris import (
     SECRETS_ENV,
     TrackingUnavailable,
     preflight,
@@ -489,7 +489,7 @@ def start(
     # group leader is a redacting filter that runs mlflow server and writes its output to the log.
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bpttlab.uris", "--", *cmd],
+            [sys.executable, "-m", "bpttlab.tracking.uris", "--", *cmd],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -561,7 +561,7 @@ def status(state_dir: Path | None = None) -> tuple[ServerInfo | None, bool]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``start``, ``stop`` or ``status``."""
     parser = argparse.ArgumentParser(
-        prog="python -m bpttlab.server", description=__doc__.split("\n\n")[0]
+        prog="python -m bpttlab.tools.server", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("command", choices=("start", "stop", "status"))
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Wall time of the smoke sweep through Hydra's joblib launcher and through its Ray launcher.
 
-    python -m bpttlab.scale_bench            # needs the ray extra: pip install -e '.[ray]'
+    python -m bpttlab.tools.scale_bench            # needs the ray extra: pip install -e '.[ray]'
 
 Three ways to run ``experiments/smoke.yaml`` on this machine, each into a fresh SQLite store:
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpttlab import launch
-from bpttlab.server import _log_tail, related_processes
+from bpttlab.tools.server import _log_tail, related_processes
 
 # Ray on one machine, for tests and benchmarks: no token auth, everything bound to loopback
 # (Ray otherwise swaps 127.0.0.1 for the machine's network address), no usage report, and an

@@ -1,6 +1,6 @@
 """Screenshot ``report.html`` in a headless Chromium, to check it renders with its figures.
 
-    python -m bpttlab.report.screenshot reports/report.html reports/report.png
+    python -m bpttlab.tools.screenshot reports/report.html reports/report.png
 
 Uses the system Chromium (Debian: ``apt-get install chromium``, ``/usr/bin/chromium``) with a
 fresh profile directory, no network services, no GPU and no sandbox (it runs in containers).
@@ -95,7 +95,7 @@ def screenshot(
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (1, 2):
-        print("usage: python -m bpttlab.report.screenshot REPORT.html [OUT.png]", file=sys.stderr)
+        print("usage: python -m bpttlab.tools.screenshot REPORT.html [OUT.png]", file=sys.stderr)
         return 2
     html_path = Path(argv[0])
     png_path = Path(argv[1]) if len(argv) == 2 else html_path.with_suffix(".png")

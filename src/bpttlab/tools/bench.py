@@ -1,4 +1,4 @@
-"""Speed figures: ``python -m bpttlab.bench [SECTION ...]`` (``make bench``).
+"""Speed figures: ``python -m bpttlab.tools.bench [SECTION ...]`` (``make bench``).
 
 Each section is a function registered in ``SECTIONS``; with no argument ``sweep``
     Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
@@ -472,21 +472,21 @@ def _profile_section(args: argparse.Namespace) -> None:
 
 
 def _smoke_section(args: argparse.Namespace) -> None:
-    from bpttlab.bench_sweep import bench_sweeps
+    from bpttlab.tools.bench_sweep import bench_sweeps
 
     print("## smoke sweep: wall time and MLflow logging share")
     bench_sweeps(include_default=False)
 
 
 def _sweep_section(args: argparse.Namespace) -> None:
-    from bpttlab.bench_sweep import bench_sweeps
+    from bpttlab.tools.bench_sweep import bench_sweeps
 
     print("## sweeps: smoke and the default study grid (324 runs; minutes), logging share")
     bench_sweeps(include_default=True)
 
 
 def _scale_section(args: argparse.Namespace) -> None:
-    from bpttlab.scale_bench import main as scale_main
+    from bpttlab.tools.scale_bench import main as scale_main
 
     print("## scale: smoke sweep through Ray vs joblib on this machine")
     scale_main()
@@ -505,8 +505,8 @@ DEFAULT_SECTIONS = ("engine", "profile", "sweep", "scale")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m bpttlab.bench [SECTION ...] [--budget SECONDS]``."""
-    parser = argparse.ArgumentParser(prog="python -m bpttlab.bench", description=__doc__)
+    """Command line: ``python -m bpttlab.tools.bench [SECTION ...] [--budget SECONDS]``."""
+    parser = argparse.ArgumentParser(prog="python -m bpttlab.tools.bench", description=__doc__)
     parser.add_argument(
         "sections",
         nargs="*",

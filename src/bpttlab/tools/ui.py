@@ -2,7 +2,7 @@
 
 One worker and MLflow's background job runner off, so Ctrl-C stops every process it started.
 The store is the one the sweeps write to (``MLFLOW_TRACKING_URI`` or ``<project>/mlflow.db``); it
-is checked first (:func:`bpttlab.uris.preflight`), so a store that cannot be used is a one-line
+is checked first (``uris.preflight``), so a store that cannot be used is a one-line
 error in seconds, and its URI reaches MLflow through the environment, never the command line.
 """
 
@@ -14,11 +14,11 @@ import shutil
 import sys
 
 from bpttlab.tracking import get_client, resolve_tracking_uri
-from bpttlab.uris import TrackingUnavailable, preflight, redact
+from bpttlab.tracking.uris import TrackingUnavailable, preflight, redact
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bpttlab.ui", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m bpttlab.tools.ui", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--tracking-uri", default=None, help="store to show (default: the project's)")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         MLFLOW_BACKEND_STORE_URI=uri,  # not on the command line, which every user can read
     )
     cmd = [mlflow, "ui", "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    from bpttlab import server
+    from bpttlab.tools import server
 
     cmd += server.network_args(args.host, args.port)  # other machines may use this one's names
     if not server.is_loopback(args.host):

@@ -13,7 +13,7 @@
 
 Typical use, once in the process that starts the jobs::
 
-    from bpttlab.uris import check_tracking
+    from bpttlab.tracking.uris import check_tracking
     check_tracking(uri)  # set_http_timeouts() + preflight(uri), raises TrackingUnavailable
 """
 
@@ -445,7 +445,7 @@ def relay(source, sink, secrets: Iterable[str] = ()) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bpttlab.uris [-- CMD ...]``: stdin to stdout redacted, or CMD with its output so.
+    """``python -m bpttlab.tracking.uris [-- CMD ...]``: redact stdin, or the output of CMD.
 
     With a command, it is run as a child (same process group) with stdout and stderr through the
     filter, and its exit code is returned. Extra strings to hide come newline-separated in
