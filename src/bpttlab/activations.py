@@ -60,6 +60,9 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         Within a few ulp of the true value (relative) for every ``z``; exactly 0 below about
         -745 (float64), exactly 1 above about 37, and no floating-point warning.
     """
+    if out is None:  # a fresh buffer (also for Python numbers and integer arrays)
+        z = np.asarray(z)
+        out = np.empty(z.shape, dtype=z.dtype if z.dtype.kind == "f" else np.float64)
     with np.errstate(over="ignore"):  # e^{-z} = inf gives the correctly rounded σ(z) = 0
         return _sigmoid_raw(z, out=out)
 

@@ -250,7 +250,7 @@ PROFILE_PHASES = (
 )
 #: Overrides of the profiled runs: the shapes of ``experiments/default.yaml`` with norm clipping.
 PROFILE_OVERRIDES = (
-    "+experiments=default",
+    "experiments=default",
     "activation=tanh",
     "init=xavier",
     "clip=norm",
