@@ -33,7 +33,7 @@ from bpttlab import config as C  # noqa: E402
 from bpttlab import tracking  # noqa: E402
 from bpttlab.tracking import processes  # noqa: E402
 from bpttlab.tracking import sweep as S  # noqa: E402
-from bpttlab.tracking.lifecycle import tracked_run  # noqa: E402
+from bpttlab.tracking.lifecycle import StoreUnusable, tracked_run  # noqa: E402
 
 C.register_configs()
 # conf/hydra/launcher/ray.yaml extends the Ray launcher's own schema of the same name on purpose.
@@ -81,11 +81,12 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
         with tracked_run(cfg) as run:
             if not run.skipped:
                 run.summary = train(cfg, run.tracker)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StoreUnusable):
         raise
     except Exception as exc:  # the store itself failed before or after training
-        print(f"FAILED {name}: store error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return {"failed": 1, "error": f"{type(exc).__name__}: {exc}"}
+        error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"FAILED {name}: store error: {type(exc).__name__}: {error}", file=sys.stderr)
+        return {"failed": 1, "error": f"{type(exc).__name__}: {error}"}
     summary = run.summary
     where = ""
     if run.parent_id:

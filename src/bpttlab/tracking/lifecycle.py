@@ -16,6 +16,7 @@ sweep's driver died; the interrupt goes on), and Hydra's ``.hydra/`` folder is l
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -32,6 +33,10 @@ from bpttlab import tracking
 from bpttlab.tracking import processes
 from bpttlab.tracking.reader import children
 from bpttlab.tracking.uris import redact_params, redact_text
+
+# MLflow's SQL store logs a full traceback for every failed write; a run reports its store errors
+# itself, in one line, and keeps the traceback as its artifact.
+logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
 
 ENV_PARENT = "BPTTLAB_PARENT_RUN_ID"
 ENV_TOTAL = "BPTTLAB_SWEEP_TOTAL"
@@ -92,6 +97,24 @@ def hydra_output_dir() -> Path | None:
         return Path(HydraConfig.get().runtime.output_dir)
     except (ValueError, ImportError):
         return None
+
+
+class StoreUnusable(Exception):
+    """The store cannot take writes (its disk is full): every later run would fail the same way,
+    so the sweep stops rather than train runs it cannot record."""
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) == 28 or "disk is full" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass
@@ -176,14 +199,22 @@ def tracked_run(cfg: C.Config) -> Iterator[Run]:
         _close(tracker, status, reason="interrupted (Ctrl-C or SIGTERM)")
         raise
     except Exception as exc:  # recorded, not raised: one failed run never kills a sweep
-        error = redact_text(f"{type(exc).__name__}: {exc}")
+        if _disk_full(exc):
+            processes.forget(_orphaned)
+            _close(tracker, "FAILED", reason="the store's disk is full")
+            raise StoreUnusable(f"the store's disk is full ({_first_line(str(exc))})") from None
+        error = redact_text(_first_line(f"{type(exc).__name__}: {exc}"))
         run.summary = {"failed": 1, "error": error}
         print(f"FAILED {run.name}: {error}", file=sys.stderr, flush=True)
         try:
             tracker.log_text(redact_text(traceback.format_exc()), "traceback.txt")
             tracker.set_tags({"error": error[:5000]})
         except Exception as log_exc:  # the store itself failed (disk full, server gone)
-            print(f"  could not record the failure: {log_exc}", file=sys.stderr, flush=True)
+            print(
+                f"  could not record the failure: {_first_line(str(log_exc))}",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         processes.forget(_orphaned)
     if status != "KILLED":
@@ -203,12 +234,16 @@ def _close(tracker, status: str, reason: str = "") -> None:
             tags["bpttlab.closed_reason"] = reason
         tracker.set_tags(tags)
     except Exception as exc:
-        print(f"  could not finish recording {tracker.run_id}: {exc}", file=sys.stderr)
+        print(
+            f"  could not finish recording {tracker.run_id}: {_first_line(str(exc))}",
+            file=sys.stderr,
+        )
     try:
         tracker.end(status)
     except Exception as exc:
         print(
-            f"  could not close run {tracker.run_id} as {status}: {exc} (the next start of "
+            f"  could not close run {tracker.run_id} as {status}: {_first_line(str(exc))} "
+            "(the next start of "
             "this sweep closes it)",
             file=sys.stderr,
             flush=True,

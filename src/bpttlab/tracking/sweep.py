@@ -303,8 +303,9 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
             _close_orphans(client, state["exp_id"], parent_id, f"the sweep stopped: {why}")
         kids = children(client, state["exp_id"], parent_id)
     except Exception as exc:
+        first = redact_text(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"sweep stopped; could not close its runs in the store ({redact_text(str(exc))}): "
+            f"sweep stopped; could not close its runs in the store ({first}): "
             "the next start of the same sweep closes them. Re-run the same command to resume.",
             flush=True,
         )
@@ -331,7 +332,8 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
             client.set_tag(parent_id, "bpttlab.closed_reason", redact_text(reason)[:5000])
         client.set_terminated(parent_id, status)
     except Exception as exc:
-        print(f"could not close the parent run {parent_id}: {exc}", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"could not close the parent run {parent_id}: {first}", file=sys.stderr)
     counts = ", ".join(f"{v} {k}" for k, v in res.items())
     head = "sweep done" if not stopped else "sweep stopped"
     tail = ""
