@@ -7,8 +7,6 @@ fields the composed config holds, and a different choice given on the command li
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -152,7 +150,3 @@ def test_preflight_handles_the_command_line_replacing_a_swept_key():
         assert len(jobs) == 2 and all("model=lstm" in j for j in jobs)  # clip none,norm left
         jobs, _ = P.job_overrides(_c, ["experiments=smoke", "seed=0,1,2"], multirun=True)
         assert len(jobs) == 3 * 2 * 3
-
-
-def test_option_files_exist_for_paths_the_tests_use():
-    assert Path(CONF / "init" / "smart.yaml").is_file()

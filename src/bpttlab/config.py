@@ -405,8 +405,9 @@ OPTION_SCHEMAS: tuple[tuple[str, str, type], ...] = (
     ("optim", "rmsprop", RMSpropConf),
     ("optim", "adam", AdamConf),
 )
-_SCHEMA_OF = {(g, o): s for g, o, s in OPTION_SCHEMAS}
-_CHOICE_FIELD = {"model": "cell", "task": "name", "clip": "mode", "optim": "name"}
+#: (group, option) -> its schema; group -> the field of a group node that names its option.
+SCHEMA_OF = {(g, o): s for g, o, s in OPTION_SCHEMAS}
+CHOICE_FIELD = {"model": "cell", "task": "name", "clip": "mode", "optim": "name"}
 
 
 def register_configs() -> None:
@@ -419,12 +420,12 @@ def register_configs() -> None:
 
 def _typed_group(group: str, node: Any) -> Any:
     """A composed group node turned into its option's schema (picked by its choice field)."""
-    choice = node.get(_CHOICE_FIELD[group]) if isinstance(node, DictConfig | dict) else None
+    choice = node.get(CHOICE_FIELD[group]) if isinstance(node, DictConfig | dict) else None
     choice = getattr(choice, "value", choice)
-    schema = _SCHEMA_OF.get((group, str(choice)))
+    schema = SCHEMA_OF.get((group, str(choice)))
     if schema is None:
         valid = sorted({o for g, o, _ in OPTION_SCHEMAS if g == group})
-        _require(False, f"{group}.{_CHOICE_FIELD[group]}", choice, f"one of {valid}")
+        _require(False, f"{group}.{CHOICE_FIELD[group]}", choice, f"one of {valid}")
     return OmegaConf.merge(OmegaConf.structured(schema), node)
 
 
@@ -437,10 +438,10 @@ def to_config(cfg: Config | DictConfig | dict) -> Config:
     if with_hydra:
         node = OmegaConf.masked_copy(node, [k for k in node if k != "hydra"])
     typed = OmegaConf.structured(Config)
-    for group in _CHOICE_FIELD:
+    for group in CHOICE_FIELD:
         if group in node:
             typed[group] = _typed_group(group, node[group])
-    rest = OmegaConf.masked_copy(node, [k for k in node if k not in _CHOICE_FIELD])
+    rest = OmegaConf.masked_copy(node, [k for k in node if k not in CHOICE_FIELD])
     typed = OmegaConf.merge(typed, rest)
     try:
         return OmegaConf.to_object(typed)  # type: ignore[return-value]

@@ -15,7 +15,8 @@ the command line replaces a swept key of the file) and checks every job:
 
 The first problem found is raised as :class:`PreflightError`, whose message is one or two lines
 that name the key, the bad value and what is valid. Composing once per distinct override rather
-than once per job keeps this to a second or two even for a grid of hundreds of runs.
+than once per job keeps this to about 3 CPU-s for the default grid of 324 runs (measured on an idle
+2-core machine).
 """
 
 from __future__ import annotations
@@ -197,12 +198,12 @@ def assemble_jobs(
     parser = OverridesParser.create()
     base_plain = {k: v for k, v in _plain(base).items() if k != "hydra"}
     base_leaves = _leaves(base_plain)
-    varying: dict[str, list[str]] = {}
+    varying: dict[str, list[str]] = {}  # key -> its distinct overrides, in first-seen order
     for job in jobs:
         for ov in job:
-            varying.setdefault(ov.split("=", 1)[0], [])
-            if ov not in varying[ov.split("=", 1)[0]]:
-                varying[ov.split("=", 1)[0]].append(ov)
+            levels = varying.setdefault(ov.split("=", 1)[0], [])
+            if ov not in levels:
+                levels.append(ov)
     swept = {k for k, vs in varying.items() if len(vs) > 1}
     fixed = [vs[0] for k, vs in varying.items() if k not in swept]
 
@@ -248,8 +249,6 @@ def assemble_jobs(
 # ---------------------------------------------------------------------------------------------
 # typed config from a plain dict, without OmegaConf (fast: used once per job of a sweep)
 # ---------------------------------------------------------------------------------------------
-_SCHEMA_BY_CHOICE = {(g, o): s for g, o, s in C.OPTION_SCHEMAS}
-_CHOICE_FIELD = {"model": "cell", "task": "name", "clip": "mode", "optim": "name"}
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -298,9 +297,9 @@ def _build(schema: type, d: dict[str, Any], prefix: str) -> Any:
 def typed(d: dict[str, Any]) -> C.Config:
     """``Config`` from a plain composed dict (the schema's range checks run on construction)."""
     parts: dict[str, Any] = {}
-    for group, choice_field in _CHOICE_FIELD.items():
+    for group, choice_field in C.CHOICE_FIELD.items():
         sub = d.get(group) or {}
-        schema = _SCHEMA_BY_CHOICE.get((group, str(sub.get(choice_field))))
+        schema = C.SCHEMA_OF.get((group, str(sub.get(choice_field))))
         if schema is None:
             valid = sorted(o for g, o, _ in C.OPTION_SCHEMAS if g == group)
             raise C.ConfigError(

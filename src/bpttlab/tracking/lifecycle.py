@@ -143,8 +143,9 @@ def _log_hydra_dir(tracker, hydra_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in sorted(hydra_dir.iterdir()):
             if path.is_file():
-                text = redact_text(path.read_text(errors="replace"))
-                if text != path.read_text(errors="replace"):
+                raw = path.read_text(errors="replace")
+                text = redact_text(raw)
+                if text != raw:
                     path.write_text(text)  # the on-disk record keeps no secret either
                 (Path(tmp) / path.name).write_text(text)
         tracker.log_artifacts(tmp, "hydra")

@@ -21,17 +21,6 @@ _watch_started = False
 _on_orphaned: list[Callable[[], None]] = []
 
 
-def descendants(pid: int | None = None) -> list[int]:
-    """PIDs of every process below ``pid`` (default: this one), children first."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid or os.getpid())
-        return [p.pid for p in proc.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
 def _is_resource_tracker(proc) -> bool:
     try:
         return "resource_tracker" in " ".join(proc.cmdline())
