@@ -53,7 +53,9 @@ __all__ = [
     "bench_engine",
     "bench_profile",
     "main",
+    "matmul_floor",
     "matmul_flops",
+    "one_blas_thread",
     "profile_run",
     "time_calls",
 ]
@@ -69,7 +71,7 @@ ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager:
+def one_blas_thread() -> contextlib.AbstractContextManager:
     """Limit BLAS to one thread for the block, if threadpoolctl is available."""
     try:
         from threadpoolctl import threadpool_limits
@@ -128,8 +130,14 @@ def matmul_flops(cell: str, batch: int, n_in: int, hidden: int, n_steps: int, n_
     )
 
 
-def _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng) -> Callable[[], None]:
-    """The step's matmuls alone, with the engine's shapes and call pattern."""
+def matmul_floor(
+    cell, batch, n_in, hidden, n_steps, dtype, rng, backward: bool = True
+) -> Callable[[], None]:
+    """The step's matmuls alone, with the engine's shapes and call pattern.
+
+    ``backward=False``: the forward products only (input projections and ``W_hh h``), what an
+    evaluation on a test set does.
+    """
     gh = _GATES[cell] * hidden
     x_rows = rng.standard_normal((n_steps * batch, n_in)).astype(dtype)
     w_ih = rng.standard_normal((gh, n_in)).astype(dtype)
@@ -144,6 +152,8 @@ def _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng) -> Callable[[]
         np.dot(x_rows, w_ih.T)
         for t in range(1, n_steps):
             np.dot(hs[t - 1], w_hh_t, out=pre)
+        if not backward:
+            return
         for t in range(n_steps - 1, 0, -1):
             np.dot(da[t], w_hh, out=dh)
         np.dot(da[1:].reshape(-1, gh).T, hs[:-1].reshape(-1, hidden))
@@ -185,7 +195,7 @@ def bench_engine(
     )
     print_fn(header)
     print_fn("-" * len(header))
-    with _one_blas_thread():
+    with one_blas_thread():
         for cell in cells:
             for dtype in dtypes:
                 for batch, n_in, hidden, n_steps in shapes:
@@ -193,7 +203,7 @@ def bench_engine(
                     model = build_model(cell, n_in, hidden, n_out, rng=rng, dtype=dtype)
                     x = rng.standard_normal((n_steps, batch, n_in)).astype(dtype)
                     y = rng.standard_normal((batch, n_out))
-                    floor_fn = _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng)
+                    floor_fn = matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng)
                     timed = time_calls(
                         {
                             "step": lambda m=model, x=x, y=y: m.loss_and_grads(x, y),
@@ -431,7 +441,7 @@ def bench_profile(
     tmp = Path(tempfile.mkdtemp(prefix="bpttlab-bench-profile-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     samples: dict[tuple[str, int], list[dict]] = {run: [] for run in runs}
-    with _one_blas_thread():
+    with one_blas_thread():
         profile_run(*runs[0], uri, ("steps=20",))  # warm-up: imports, store, caches
         for _ in range(repeats):
             for run in runs:
@@ -485,6 +495,26 @@ def _sweep_section(args: argparse.Namespace) -> None:
     bench_sweeps(include_default=True)
 
 
+def _sweep_floor_section(args: argparse.Namespace) -> None:
+    from bpttlab import tracking
+    from bpttlab.tools import bench_floor as F
+
+    print(
+        f"## sweep-floor: wall time against the parallel matmul floor (target ≤ {F.TARGET_RATIO}×)"
+    )
+    print("   floor of a run = its training steps', evaluations' and profiles' matmuls alone,")
+    print(
+        "   timed here on one BLAS thread (CPU-time medians); parallel floor = Σ floors / workers"
+    )
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    print(f"\n== the newest stored sweep of experiment '{args.experiment}' ==")
+    F.print_stored(uri, args.experiment, args.sweep_id, args.jobs, args.budget / 3)
+    print(
+        f"\n== one run of each shape of experiments/{args.study}.yaml, {args.steps} steps, now =="
+    )
+    F.print_study_runs(args.study, args.steps, args.repeats, args.budget / 3)
+
+
 def _scale_section(args: argparse.Namespace) -> None:
     from bpttlab.tools.scale_bench import main as scale_main
 
@@ -497,11 +527,12 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "engine": _engine_section,
     "profile": _profile_section,
     "sweep": _sweep_section,
+    "sweep-floor": _sweep_floor_section,
     "scale": _scale_section,
     "smoke": _smoke_section,
 }
 #: What ``make bench`` runs with no section named.
-DEFAULT_SECTIONS = ("engine", "profile", "sweep", "scale")
+DEFAULT_SECTIONS = ("engine", "profile", "sweep", "sweep-floor", "scale")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -516,6 +547,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--budget", type=float, default=1.0, help="seconds of repeats per measurement (default 1)"
     )
+    floor = parser.add_argument_group("sweep-floor")
+    floor.add_argument(
+        "--experiment",
+        default="bpttlab-study",
+        help="MLflow experiment whose newest sweep is read (default bpttlab-study, make sweep's)",
+    )
+    floor.add_argument("--sweep-id", default=None, help="that sweep instead of the newest")
+    floor.add_argument("--tracking-uri", default=None, help="the store (default: the project's)")
+    floor.add_argument(
+        "--jobs", type=int, default=None, help="workers of the sweep (default: as it recorded)"
+    )
+    floor.add_argument(
+        "--study", default="default", help="experiments/NAME.yaml whose shapes run now"
+    )
+    floor.add_argument(
+        "--steps", type=int, default=200, help="training steps of each run made now (200)"
+    )
+    floor.add_argument("--repeats", type=int, default=1, help="rounds of those runs (medians)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:

@@ -191,7 +191,8 @@ class MlflowTracker:
         self.client = client
         self.run_id = run_id
         self._pending: list = []
-        self.seconds = 0.0  # time spent in MLflow calls (tracking overhead)
+        self.seconds = 0.0  # wall time spent in MLflow calls (tracking overhead)
+        self.cpu_seconds = 0.0  # CPU time of this process in those calls
 
     @classmethod
     def start(
@@ -205,7 +206,7 @@ class MlflowTracker:
         experiment_id: str | None = None,
     ) -> MlflowTracker:
         """Create the run; pass ``client``/``experiment_id`` when the caller already has them."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         client = client or get_client(uri)
         exp_id = experiment_id or get_or_create_experiment(client, experiment, uri)
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -214,14 +215,16 @@ class MlflowTracker:
         run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
         tracker = cls(client, run.info.run_id)
         tracker.seconds += time.perf_counter() - t0
+        tracker.cpu_seconds += time.process_time() - c0
         return tracker
 
     def _timed(self, fn, *args, **kwargs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

@@ -80,6 +80,15 @@ def count_jobs(overrides: list[str]) -> int:
     return n
 
 
+def n_workers(config: DictConfig) -> str:
+    """Parallel workers of the sweep's launcher (joblib's ``n_jobs``, -1 = one per core), as a
+    tag value; ``""`` for a launcher without ``n_jobs`` (Ray: the cluster decides)."""
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if not isinstance(n, int) or isinstance(n, bool) or n == 0:
+        return ""
+    return str(n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n))
+
+
 def sweep_key(config: DictConfig, overrides: list[str]) -> str:
     """Identity of a sweep: same experiment, study, grid and overrides -> same parent run."""
     relevant = sorted(o for o in overrides if not o.startswith(("hydra.", "tracking.uri")))
@@ -198,6 +207,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
         client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, TAG_DRIVER, me)
         client.set_tag(parent_id, TAG_HEARTBEAT, f"{time.time():.3f}")
+        client.set_tag(parent_id, "n_workers", n_workers(config))
         time.sleep(0.2)  # two drivers taking over together: the last writer of the tag wins
         if client.get_run(parent_id).data.tags.get(TAG_DRIVER) != me:
             raise SweepRefused(f"another driver took over this sweep (parent run {parent_id})")
@@ -212,6 +222,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
                 "experiment_file": str(config.study),
                 "code_version": version,
                 "n_jobs_expected": str(total),
+                "n_workers": n_workers(config),
                 TAG_DRIVER: me,
                 TAG_HEARTBEAT: f"{time.time():.3f}",
             },
