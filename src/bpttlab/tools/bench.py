@@ -495,6 +495,13 @@ def _sweep_section(args: argparse.Namespace) -> None:
     bench_sweeps(include_default=True)
 
 
+def _overhead_section(args: argparse.Namespace) -> None:
+    from bpttlab.tools.bench_sweep import bench_overhead
+
+    print("## overhead: CPU a sweep job costs besides train() (in a worker, read from the store)")
+    bench_overhead()
+
+
 def _sweep_floor_section(args: argparse.Namespace) -> None:
     from bpttlab import tracking
     from bpttlab.tools import bench_floor as F
@@ -528,11 +535,12 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "profile": _profile_section,
     "sweep": _sweep_section,
     "sweep-floor": _sweep_floor_section,
+    "overhead": _overhead_section,
     "scale": _scale_section,
     "smoke": _smoke_section,
 }
 #: What ``make bench`` runs with no section named.
-DEFAULT_SECTIONS = ("engine", "profile", "sweep", "sweep-floor", "scale")
+DEFAULT_SECTIONS = ("engine", "profile", "overhead", "sweep", "sweep-floor", "scale")
 
 
 def main(argv: list[str] | None = None) -> None:
