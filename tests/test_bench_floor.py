@@ -116,8 +116,14 @@ def test_sweep_floor_of_a_synthetic_store(sqlite_uri, compose_cfg):
     assert n_train == len(finished) and train_s == pytest.approx(len(finished) * 1.0)
 
 
-def test_newest_sweep_is_read_and_a_missing_one_is_explained(sqlite_uri, compose_cfg):
+def test_newest_sweep_is_read_and_a_missing_one_is_explained(sqlite_uri, compose_cfg, tmp_path):
     lines: list[str] = []
+    nowhere = tmp_path / "none" / "mlflow.db"
+    assert F.print_stored(f"sqlite:///{nowhere}", "bpttlab-study", print_fn=lines.append) is None
+    assert lines == [f"no store at {nowhere}: run a sweep into it with `make sweep` first"]
+    assert not nowhere.exists()
+    lines.clear()
+    tracking.get_client(sqlite_uri)  # an empty store
     assert F.print_stored(sqlite_uri, "bpttlab-study", print_fn=lines.append) is None
     assert "no sweep in experiment 'bpttlab-study'" in lines[0] and "make sweep" in lines[0]
     small = {"cells": ("rnn",), "activations": ("tanh",), "inits": ("xavier",), "seeds": (0,)}

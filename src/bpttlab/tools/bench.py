@@ -495,6 +495,63 @@ def _sweep_section(args: argparse.Namespace) -> None:
     bench_sweeps(include_default=True)
 
 
+def bench_tracking(
+    steps: int = 2000, repeats: int = 3, print_fn: Callable[[str], None] = print
+) -> dict[str, float]:
+    """CPU per 1000 metric points written through each of the tracker's two paths.
+
+    The five per-step series of a ``steps``-step run go into a fresh temporary SQLite store,
+    through the database path and through ``log_batch`` (the path a tracking server takes),
+    runs alternating, ``repeats`` rounds; medians.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from bpttlab import tracking
+    from bpttlab.recorder import STEP_SERIES
+
+    tmp = Path(tempfile.mkdtemp(prefix="bpttlab-bench-tracking-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = tracking.get_client(uri)
+    exp_id = tracking.get_or_create_experiment(client, "bpttlab-bench-tracking", uri)
+    values = np.random.default_rng(0).random((len(STEP_SERIES), steps))
+    n_points = values.size
+
+    def write(database: bool) -> tuple[float, float]:
+        tr = tracking.MlflowTracker.start(uri, "", "points", client=client, experiment_id=exp_id)
+        if not database:
+            tr._sql = None
+        c0, w0 = time.process_time(), time.perf_counter()
+        for name, row in zip(STEP_SERIES, values, strict=True):
+            tr.log_series(name, np.arange(steps), row)
+        tr.flush()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        tr.end("FINISHED")
+        return cpu, wall
+
+    samples: dict[str, list[tuple[float, float]]] = {"database": [], "log_batch": []}
+    write(True)  # warm-up
+    for _ in range(repeats):
+        for path in samples:
+            samples[path].append(write(path == "database"))
+    out = {}
+    for path, rows in samples.items():
+        cpu = statistics.median(r[0] for r in rows) / n_points * 1e6
+        wall = statistics.median(r[1] for r in rows) / n_points * 1e6
+        out[path] = cpu
+        print_fn(
+            f"  {path:<10} {n_points} points: {cpu:6.1f} µs CPU, {wall:6.1f} µs wall per point"
+        )
+    print_fn(f"  log_batch / database: {out['log_batch'] / out['database']:.1f}× the CPU")
+    return out
+
+
+def _tracking_section(args: argparse.Namespace) -> None:
+    print("## tracking: writing a 2000-step run's five per-step series (10,000 points)")
+    print("   into SQLite, the tracker's database path against MLflow's log_batch, interleaved")
+    bench_tracking()
+
+
 def _overhead_section(args: argparse.Namespace) -> None:
     from bpttlab.tools.bench_sweep import bench_overhead
 
@@ -536,11 +593,20 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "sweep": _sweep_section,
     "sweep-floor": _sweep_floor_section,
     "overhead": _overhead_section,
+    "tracking": _tracking_section,
     "scale": _scale_section,
     "smoke": _smoke_section,
 }
 #: What ``make bench`` runs with no section named.
-DEFAULT_SECTIONS = ("engine", "profile", "overhead", "sweep", "sweep-floor", "scale")
+DEFAULT_SECTIONS = (
+    "engine",
+    "profile",
+    "tracking",
+    "overhead",
+    "sweep",
+    "sweep-floor",
+    "scale",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

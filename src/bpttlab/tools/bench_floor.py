@@ -313,8 +313,13 @@ def print_stored(
 ) -> dict[str, Any] | None:
     """Print the floor ratio of the newest stored sweep of ``experiment``; None if there is none."""
     from bpttlab import tracking
+    from bpttlab.tracking.reader import sqlite_path
     from bpttlab.tracking.uris import redact
 
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        print_fn(f"no store at {db}: run a sweep into it with `make sweep` first")
+        return None
     client = tracking.get_client(uri)
     sweep = read_sweep(client, experiment, sweep_id)
     if sweep is None:

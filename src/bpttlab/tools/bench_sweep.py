@@ -67,7 +67,7 @@ def bench_sweeps(include_default: bool = True, jobs: int | None = None) -> None:
         if summary:
             print(f"          {summary[-1]}")
     if include_default:
-        print("target: default grid < 15 min on 2 cores; tracking overhead < 10% of run time")
+        print("target: default grid < 15 min on 2 cores; tracking < 5% of run time")
 
 
 #: The per-job budget: CPU seconds a sweep job may cost besides its train().
