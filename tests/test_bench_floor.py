@@ -95,6 +95,7 @@ def test_sweep_floor_of_a_synthetic_store(sqlite_uri, compose_cfg):
     parent = client.get_run(pid).info
     assert sweep.wall == pytest.approx((parent.end_time - parent.start_time) / 1000)
     assert sweep.wall >= 100
+    assert sweep.first_start == pytest.approx(0.0)  # the synthetic children start with the parent
 
     # every floor key one known number: the sum follows from the steps each run did
     floors = {k: 1e-3 for r in sweep.runs if r.shape for k, _ in F.floor_parts(r.shape)}

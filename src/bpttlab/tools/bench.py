@@ -1,18 +1,8 @@
 """Speed figures: ``python -m bpttlab.tools.bench [SECTION ...]`` (``make bench``).
 
-Each section is a function registered in ``SECTIONS``; with no argument ``sweep``
-    Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
-    fresh SQLite store, and MLflow logging time as a share of run time.
-``scale``
-    The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
-
-``engine``, ``profile``, ``sweep`` and
-``scale`` run (``smoke`` is the quick part of ``sweep`` on its own).
-
-``profile``
-    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
-    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
-    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
+Each section is a function registered in ``SECTIONS``; with no argument ``engine``, ``profile``,
+``tracking``, ``overhead``, ``sweep``, ``sweep-floor`` and ``scale`` run (``smoke`` is the quick
+part of ``sweep`` on its own).
 
 ``engine``
     Median time of one training step (forward, full BPTT and readout gradients through
@@ -21,6 +11,24 @@ Each section is a function registered in ``SECTIONS``; with no argument ``sweep`
     same matmuls alone, same shapes, timed in the same run (calls interleaved with the step's),
     so ``ratio = step / floor`` shows how far the engine is from what BLAS allows. ``µs/step``
     is the step time divided by ``T``.
+``profile``
+    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
+    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
+    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
+``tracking``
+    CPU and wall time per metric point of the tracker's database path against ``log_batch``
+    (:func:`bench_tracking`).
+``overhead``
+    What a sweep job costs its worker besides ``train()``, read back from the runs' CPU marks
+    (:func:`bpttlab.tools.bench_sweep.bench_overhead`).
+``sweep``
+    Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
+    fresh SQLite store, and MLflow logging time as a share of run time.
+``sweep-floor``
+    A stored sweep's wall time against the sum of its runs' matmul floors over its workers, and
+    one run of each study shape against its floor (:mod:`bpttlab.tools.bench_floor`).
+``scale``
+    The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
 
 Timings are medians over repeats. Wall and CPU time are both shown; the derived columns use CPU
 time, which leaves out waiting for a core and so moves less when other processes share the

@@ -192,6 +192,7 @@ class StoredSweep:
     wall: float
     n_workers: int | None
     runs: list[StoredRun]
+    first_start: float | None = None  # seconds from the parent's start to its first run's
 
 
 def newest_sweep(client, experiment: str, sweep_id: str | None = None):
@@ -219,7 +220,9 @@ def read_sweep(client, experiment: str, sweep_id: str | None = None) -> StoredSw
     end = parent.info.end_time or int(time.time() * 1000)
     workers = parent.data.tags.get("n_workers")
     runs = []
-    for r in reader.children(client, parent.info.experiment_id, parent.info.run_id):
+    kids = reader.children(client, parent.info.experiment_id, parent.info.run_id)
+    first = min((r.info.start_time for r in kids), default=None)
+    for r in kids:
         try:
             shape = shape_from_params(r.data.params, r.data.metrics.get("steps_done"))
         except Exception:  # params of another version of the config: shown, not counted
@@ -242,6 +245,7 @@ def read_sweep(client, experiment: str, sweep_id: str | None = None) -> StoredSw
         wall=(end - parent.info.start_time) / 1000,
         n_workers=int(workers) if workers and workers.isdigit() else None,
         runs=runs,
+        first_start=None if first is None else (first - parent.info.start_time) / 1000,
     )
 
 
@@ -346,6 +350,11 @@ def print_stored(
     floors = time_floors(keys, budget)
     res = sweep_floor(sweep, floors, n_workers)
     print_fn(f"  wall time                 {_fmt_s(res['wall'])}")
+    if sweep.first_start is not None:
+        print_fn(
+            f"  first run started after   {_fmt_s(sweep.first_start)} (the driver composing "
+            "every job, workers starting)"
+        )
     print_fn(f"  Σ matmul floors           {_fmt_s(res['floor_sum'])} over {res['runs']} runs")
     print_fn(f"  workers                   {n_workers:8d}{workers_note}")
     print_fn(f"  parallel floor (Σ / n)    {_fmt_s(res['parallel_floor'])}")
