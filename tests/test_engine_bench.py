@@ -32,3 +32,11 @@ def test_unknown_section_is_rejected(capsys):
     with pytest.raises(SystemExit):
         bench.main(["nope"])
     assert "unknown section 'nope'; valid choices: engine" in capsys.readouterr().err
+
+
+def test_tracking_section_times_both_write_paths():
+    lines = []
+    per_point = bench.bench_tracking(steps=30, repeats=1, print_fn=lines.append)
+    assert set(per_point) == {"database", "log_batch"}
+    assert all(v > 0 for v in per_point.values())
+    assert len(lines) == 3 and "150 points" in lines[0]

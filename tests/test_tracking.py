@@ -113,7 +113,8 @@ def _run_cfg(compose_cfg, *overrides):
     return C.to_config(compose_cfg("tracking=none", *overrides))
 
 
-def test_a_run_lands_every_point_in_full_batches(sqlite_uri, compose_cfg):
+@pytest.mark.parametrize("path", ["database", "log_batch"])
+def test_a_run_lands_every_point_in_few_writes(sqlite_uri, compose_cfg, monkeypatch, path):
     from bpttlab.recorder import STEP_SERIES
     from bpttlab.train import train
 
@@ -122,6 +123,15 @@ def test_a_run_lands_every_point_in_full_batches(sqlite_uri, compose_cfg):
     tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "run")
     counting = _CountingClient(tr.client)
     tr.client = counting
+    writes = []
+    write = tracking._SqlMetricWriter.write
+    monkeypatch.setattr(
+        tracking._SqlMetricWriter,
+        "write",
+        lambda self, pts: writes.append(len(pts)) or write(self, pts),
+    )
+    if path == "log_batch":
+        tr._sql = None  # as for a tracking server
     train(cfg, tr)
     tr.end("FINISHED")
     client = tracking.get_client(sqlite_uri)
@@ -130,10 +140,76 @@ def test_a_run_lands_every_point_in_full_batches(sqlite_uri, compose_cfg):
         assert sorted(m.step for m in history) == list(range(steps)), name
     assert len(client.get_metric_history(tr.run_id, "test_loss")) == steps // 50 + 1
     assert len(client.get_metric_history(tr.run_id, "grad_norm.weight_hh")) == steps // 50
-    # written at the end in as few calls as MLflow's cap allows: every batch but the last is full
-    sizes = counting.batch_sizes
-    assert len(sizes) == -(-sum(sizes) // tracking.METRICS_PER_BATCH), sizes
-    assert all(n == tracking.METRICS_PER_BATCH for n in sizes[:-1]), sizes
+    landed = sum(
+        len(client.get_metric_history(tr.run_id, k)) for k in client.get_run(tr.run_id).data.metrics
+    )
+    if path == "database":  # everything in one transaction at the end, nothing through log_batch
+        assert writes == [landed] and counting.batch_sizes == []
+    else:  # written at the end in as few calls as MLflow's cap allows: all full but the last
+        sizes = counting.batch_sizes
+        assert writes == [] and sum(sizes) == landed
+        assert len(sizes) == -(-sum(sizes) // tracking.METRICS_PER_BATCH), sizes
+        assert all(n == tracking.METRICS_PER_BATCH for n in sizes[:-1]), sizes
+
+
+def _history(client, run_id):
+    run = client.get_run(run_id)
+    return {
+        k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+        for k in run.data.metrics
+    }, run.data.metrics
+
+
+def test_database_writes_store_what_log_batch_stores(sqlite_uri):
+    rng = np.random.default_rng(0)
+    series = {k: rng.standard_normal(1500) for k in ("loss", "grad_norm", "clip_fired")}
+    series["grad_norm"][[3, 700]] = [np.inf, np.nan]  # never written, either way
+    records = {}
+    for path in ("database", "log_batch"):
+        tr = tracking.MlflowTracker.start(sqlite_uri, "exp", path)
+        if path == "log_batch":
+            tr._sql = None
+        for k, v in series.items():
+            tr.log_series(k, np.arange(1500), v)
+        tr.log_series("loss", [1500, 10], [7.0, 8.0])  # a later step, and an out-of-order one
+        tr.log_metrics({"final_test_loss": 0.25, "diverged": 0}, step=1500)
+        tr.flush()
+        tr.log_metrics({"final_test_loss": 0.5}, step=1501)  # a second write moves the latest
+        tr.end("FINISHED")
+        records[path] = _history(tracking.get_client(sqlite_uri), tr.run_id)
+    assert records["database"] == records["log_batch"]
+    history, latest = records["database"]
+    assert len(history["loss"]) == 1502 and len(history["grad_norm"]) == 1498
+    assert latest["loss"] == 7.0 and latest["final_test_loss"] == 0.5
+    client = tracking.get_client(sqlite_uri)
+    exp = client.get_experiment_by_name("exp").experiment_id
+    found = client.search_runs([exp], "metrics.final_test_loss = 0.5")  # via latest_metrics
+    assert {r.info.run_name for r in found} == {"database", "log_batch"}
+
+
+def test_a_point_written_twice_falls_back_to_log_batch_and_lands_once(sqlite_uri, monkeypatch):
+    monkeypatch.setattr(tracking.time, "time", lambda: 1_700_000_000.0)  # one timestamp for all
+    tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "twice")
+    tr.log_series("loss", [0, 1], [1.0, 2.0])
+    tr.flush()
+    calls = []
+    log_batch = tr.client.log_batch
+    monkeypatch.setattr(
+        tr.client, "log_batch", lambda *a, **kw: calls.append(1) or log_batch(*a, **kw)
+    )
+    tr.log_series("loss", [1, 2], [2.0, 3.0])  # (loss, step 1, 2.0, same time) is already there
+    tr.end("FINISHED")
+    assert calls  # the database refused the duplicate; MLflow's own path took the points
+    history = tracking.get_client(sqlite_uri).get_metric_history(tr.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 2.0), (2, 3.0)]
+
+
+def test_writes_to_a_deleted_run_are_refused_as_by_log_batch(sqlite_uri):
+    tr = tracking.MlflowTracker.start(sqlite_uri, "exp", "gone")
+    tr.client.delete_run(tr.run_id)
+    tr.log_series("loss", [0], [1.0])
+    with pytest.raises(Exception, match="active"):
+        tr.flush()
 
 
 def test_an_interrupted_run_still_lands_its_steps(sqlite_uri, compose_cfg, monkeypatch):

@@ -1,18 +1,8 @@
 """Speed figures: ``python -m bpttlab.tools.bench [SECTION ...]`` (``make bench``).
 
-Each section is a function registered in ``SECTIONS``; with no argument ``sweep``
-    Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
-    fresh SQLite store, and MLflow logging time as a share of run time.
-``scale``
-    The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
-
-``engine``, ``profile``, ``sweep`` and
-``scale`` run (``smoke`` is the quick part of ``sweep`` on its own).
-
-``profile``
-    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
-    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
-    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
+Each section is a function registered in ``SECTIONS``; with no argument ``engine``, ``profile``,
+``tracking``, ``overhead``, ``sweep``, ``sweep-floor`` and ``scale`` run (``smoke`` is the quick
+part of ``sweep`` on its own).
 
 ``engine``
     Median time of one training step (forward, full BPTT and readout gradients through
@@ -21,6 +11,24 @@ Each section is a function registered in ``SECTIONS``; with no argument ``sweep`
     same matmuls alone, same shapes, timed in the same run (calls interleaved with the step's),
     so ``ratio = step / floor`` shows how far the engine is from what BLAS allows. ``µs/step``
     is the step time divided by ``T``.
+``profile``
+    Where one training run's CPU time goes (cell forward/backward, readout/loss/checks, σ_max,
+    clipping, optimizer, sampling, evaluation, tracking, other), for an RNN and an LSTM at
+    T = 10 and T = 100, tracked into a fresh SQLite store (see :func:`bench_profile`).
+``tracking``
+    CPU and wall time per metric point of the tracker's database path against ``log_batch``
+    (:func:`bench_tracking`).
+``overhead``
+    What a sweep job costs its worker besides ``train()``, read back from the runs' CPU marks
+    (:func:`bpttlab.tools.bench_sweep.bench_overhead`).
+``sweep``
+    Wall time of the smoke sweep and of the default study grid through the joblib launcher into a
+    fresh SQLite store, and MLflow logging time as a share of run time.
+``sweep-floor``
+    A stored sweep's wall time against the sum of its runs' matmul floors over its workers, and
+    one run of each study shape against its floor (:mod:`bpttlab.tools.bench_floor`).
+``scale``
+    The smoke sweep's wall time through Hydra's Ray launcher vs joblib (needs the ``ray`` extra).
 
 Timings are medians over repeats. Wall and CPU time are both shown; the derived columns use CPU
 time, which leaves out waiting for a core and so moves less when other processes share the
@@ -53,7 +61,9 @@ __all__ = [
     "bench_engine",
     "bench_profile",
     "main",
+    "matmul_floor",
     "matmul_flops",
+    "one_blas_thread",
     "profile_run",
     "time_calls",
 ]
@@ -69,7 +79,7 @@ ENGINE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager:
+def one_blas_thread() -> contextlib.AbstractContextManager:
     """Limit BLAS to one thread for the block, if threadpoolctl is available."""
     try:
         from threadpoolctl import threadpool_limits
@@ -128,8 +138,14 @@ def matmul_flops(cell: str, batch: int, n_in: int, hidden: int, n_steps: int, n_
     )
 
 
-def _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng) -> Callable[[], None]:
-    """The step's matmuls alone, with the engine's shapes and call pattern."""
+def matmul_floor(
+    cell, batch, n_in, hidden, n_steps, dtype, rng, backward: bool = True
+) -> Callable[[], None]:
+    """The step's matmuls alone, with the engine's shapes and call pattern.
+
+    ``backward=False``: the forward products only (input projections and ``W_hh h``), what an
+    evaluation on a test set does.
+    """
     gh = _GATES[cell] * hidden
     x_rows = rng.standard_normal((n_steps * batch, n_in)).astype(dtype)
     w_ih = rng.standard_normal((gh, n_in)).astype(dtype)
@@ -144,6 +160,8 @@ def _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng) -> Callable[[]
         np.dot(x_rows, w_ih.T)
         for t in range(1, n_steps):
             np.dot(hs[t - 1], w_hh_t, out=pre)
+        if not backward:
+            return
         for t in range(n_steps - 1, 0, -1):
             np.dot(da[t], w_hh, out=dh)
         np.dot(da[1:].reshape(-1, gh).T, hs[:-1].reshape(-1, hidden))
@@ -185,7 +203,7 @@ def bench_engine(
     )
     print_fn(header)
     print_fn("-" * len(header))
-    with _one_blas_thread():
+    with one_blas_thread():
         for cell in cells:
             for dtype in dtypes:
                 for batch, n_in, hidden, n_steps in shapes:
@@ -193,7 +211,7 @@ def bench_engine(
                     model = build_model(cell, n_in, hidden, n_out, rng=rng, dtype=dtype)
                     x = rng.standard_normal((n_steps, batch, n_in)).astype(dtype)
                     y = rng.standard_normal((batch, n_out))
-                    floor_fn = _matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng)
+                    floor_fn = matmul_floor(cell, batch, n_in, hidden, n_steps, dtype, rng)
                     timed = time_calls(
                         {
                             "step": lambda m=model, x=x, y=y: m.loss_and_grads(x, y),
@@ -431,7 +449,7 @@ def bench_profile(
     tmp = Path(tempfile.mkdtemp(prefix="bpttlab-bench-profile-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     samples: dict[tuple[str, int], list[dict]] = {run: [] for run in runs}
-    with _one_blas_thread():
+    with one_blas_thread():
         profile_run(*runs[0], uri, ("steps=20",))  # warm-up: imports, store, caches
         for _ in range(repeats):
             for run in runs:
@@ -485,6 +503,90 @@ def _sweep_section(args: argparse.Namespace) -> None:
     bench_sweeps(include_default=True)
 
 
+def bench_tracking(
+    steps: int = 2000, repeats: int = 3, print_fn: Callable[[str], None] = print
+) -> dict[str, float]:
+    """CPU per 1000 metric points written through each of the tracker's two paths.
+
+    The five per-step series of a ``steps``-step run go into a fresh temporary SQLite store,
+    through the database path and through ``log_batch`` (the path a tracking server takes),
+    runs alternating, ``repeats`` rounds; medians.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from bpttlab import tracking
+    from bpttlab.recorder import STEP_SERIES
+
+    tmp = Path(tempfile.mkdtemp(prefix="bpttlab-bench-tracking-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = tracking.get_client(uri)
+    exp_id = tracking.get_or_create_experiment(client, "bpttlab-bench-tracking", uri)
+    values = np.random.default_rng(0).random((len(STEP_SERIES), steps))
+    n_points = values.size
+
+    def write(database: bool) -> tuple[float, float]:
+        tr = tracking.MlflowTracker.start(uri, "", "points", client=client, experiment_id=exp_id)
+        if not database:
+            tr._sql = None
+        c0, w0 = time.process_time(), time.perf_counter()
+        for name, row in zip(STEP_SERIES, values, strict=True):
+            tr.log_series(name, np.arange(steps), row)
+        tr.flush()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        tr.end("FINISHED")
+        return cpu, wall
+
+    samples: dict[str, list[tuple[float, float]]] = {"database": [], "log_batch": []}
+    write(True)  # warm-up
+    for _ in range(repeats):
+        for path in samples:
+            samples[path].append(write(path == "database"))
+    out = {}
+    for path, rows in samples.items():
+        cpu = statistics.median(r[0] for r in rows) / n_points * 1e6
+        wall = statistics.median(r[1] for r in rows) / n_points * 1e6
+        out[path] = cpu
+        print_fn(
+            f"  {path:<10} {n_points} points: {cpu:6.1f} µs CPU, {wall:6.1f} µs wall per point"
+        )
+    print_fn(f"  log_batch / database: {out['log_batch'] / out['database']:.1f}× the CPU")
+    return out
+
+
+def _tracking_section(args: argparse.Namespace) -> None:
+    print("## tracking: writing a 2000-step run's five per-step series (10,000 points)")
+    print("   into SQLite, the tracker's database path against MLflow's log_batch, interleaved")
+    bench_tracking()
+
+
+def _overhead_section(args: argparse.Namespace) -> None:
+    from bpttlab.tools.bench_sweep import bench_overhead
+
+    print("## overhead: CPU a sweep job costs besides train() (in a worker, read from the store)")
+    bench_overhead()
+
+
+def _sweep_floor_section(args: argparse.Namespace) -> None:
+    from bpttlab import tracking
+    from bpttlab.tools import bench_floor as F
+
+    print(
+        f"## sweep-floor: wall time against the parallel matmul floor (target ≤ {F.TARGET_RATIO}×)"
+    )
+    print("   floor of a run = its training steps', evaluations' and profiles' matmuls alone,")
+    print(
+        "   timed here on one BLAS thread (CPU-time medians); parallel floor = Σ floors / workers"
+    )
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    print(f"\n== the newest stored sweep of experiment '{args.experiment}' ==")
+    F.print_stored(uri, args.experiment, args.sweep_id, args.jobs, args.budget / 3)
+    print(
+        f"\n== one run of each shape of experiments/{args.study}.yaml, {args.steps} steps, now =="
+    )
+    F.print_study_runs(args.study, args.steps, args.repeats, args.budget / 3)
+
+
 def _scale_section(args: argparse.Namespace) -> None:
     from bpttlab.tools.scale_bench import main as scale_main
 
@@ -497,11 +599,22 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "engine": _engine_section,
     "profile": _profile_section,
     "sweep": _sweep_section,
+    "sweep-floor": _sweep_floor_section,
+    "overhead": _overhead_section,
+    "tracking": _tracking_section,
     "scale": _scale_section,
     "smoke": _smoke_section,
 }
 #: What ``make bench`` runs with no section named.
-DEFAULT_SECTIONS = ("engine", "profile", "sweep", "scale")
+DEFAULT_SECTIONS = (
+    "engine",
+    "profile",
+    "tracking",
+    "overhead",
+    "sweep",
+    "sweep-floor",
+    "scale",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -516,6 +629,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--budget", type=float, default=1.0, help="seconds of repeats per measurement (default 1)"
     )
+    floor = parser.add_argument_group("sweep-floor")
+    floor.add_argument(
+        "--experiment",
+        default="bpttlab-study",
+        help="MLflow experiment whose newest sweep is read (default bpttlab-study, make sweep's)",
+    )
+    floor.add_argument("--sweep-id", default=None, help="that sweep instead of the newest")
+    floor.add_argument("--tracking-uri", default=None, help="the store (default: the project's)")
+    floor.add_argument(
+        "--jobs", type=int, default=None, help="workers of the sweep (default: as it recorded)"
+    )
+    floor.add_argument(
+        "--study", default="default", help="experiments/NAME.yaml whose shapes run now"
+    )
+    floor.add_argument(
+        "--steps", type=int, default=200, help="training steps of each run made now (200)"
+    )
+    floor.add_argument("--repeats", type=int, default=1, help="rounds of those runs (medians)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:

@@ -22,7 +22,7 @@ import numpy as np
 
 # MLflow caps one log_batch call at 1000 metrics and 100 params or tags.
 METRICS_PER_BATCH = 1000
-# Queued metric points that trigger a write (in full batches); the rest waits for flush().
+# Queued metric points that trigger a write; the rest waits for flush().
 WRITE_AFTER = 10 * METRICS_PER_BATCH
 PARAMS_PER_BATCH = 100
 PARAM_VALUE_MAX = 6000
@@ -184,14 +184,102 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
         return exp.experiment_id
 
 
+class _SqlMetricWriter:
+    """Metric points of one run written straight into a database-backed store's tables.
+
+    MLflow's ``log_batch`` builds an ORM object per point, reloads the run twice per call and
+    takes at most 1000 points a call: about 0.15 CPU-ms per point on SQLite. This writes the
+    same rows (``metrics``, and ``latest_metrics`` where a key's newest point changed) with one
+    executemany per flush in one transaction, through the store's own engine, session settings
+    and table models, so what lands is what ``log_batch`` would have written, about ten times
+    faster. Only for a run that is still active (as ``log_batch`` checks); any failure (a
+    duplicate point, another MLflow's tables) is left to the caller, who writes through
+    ``log_batch`` instead.
+    """
+
+    def __init__(self, store, run_id: str) -> None:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
+
+        self._sessions = store.ManagedSessionMaker
+        self._run_id = run_id
+        self._models = SqlMetric, SqlLatestMetric, SqlRun
+
+    @classmethod
+    def of(cls, client, run_id: str) -> _SqlMetricWriter | None:
+        """A writer if ``client`` talks to a database-backed store, else None."""
+        store = getattr(getattr(client, "_tracking_client", None), "store", None)
+        if getattr(store, "ManagedSessionMaker", None) is None or not hasattr(store, "engine"):
+            return None
+        try:
+            return cls(store, run_id)
+        except Exception:  # MLflow without these table models: log_batch it is
+            return None
+
+    def write(self, points: list[tuple[str, float, int, int]]) -> None:
+        """Insert ``(key, value, timestamp, step)`` points (finite values, no duplicates)."""
+        metric, latest, run = self._models
+        rid = self._run_id
+        newest: dict[str, tuple[int, int, float]] = {}  # key -> (step, timestamp, value)
+        for key, value, ts, step in points:
+            seen = newest.get(key)
+            if seen is None or (step, ts, value) > seen:
+                newest[key] = (step, ts, value)
+        with self._sessions(read_only=False) as session:
+            stage = session.query(run.lifecycle_stage).filter(run.run_uuid == rid).scalar()
+            if stage != "active":
+                raise RuntimeError(f"run {rid} is not active ({stage})")
+            session.execute(
+                metric.__table__.insert(),
+                [
+                    {
+                        "key": k,
+                        "value": v,
+                        "timestamp": t,
+                        "step": s,
+                        "is_nan": False,
+                        "run_uuid": rid,
+                    }
+                    for k, v, t, s in points
+                ],
+            )
+            stored = {
+                row.key: row
+                for row in session.query(latest).filter(
+                    latest.run_uuid == rid, latest.key.in_(list(newest))
+                )
+            }
+            for key, (step, ts, value) in newest.items():
+                row = stored.get(key)
+                if row is None:
+                    session.add(
+                        latest(
+                            key=key,
+                            value=value,
+                            timestamp=ts,
+                            step=step,
+                            is_nan=False,
+                            run_uuid=rid,
+                        )
+                    )
+                elif (step, ts, value) > (row.step, row.timestamp, row.value):
+                    row.value, row.timestamp, row.step, row.is_nan = value, ts, step, False
+
+
 class MlflowTracker:
-    """Records one MLflow run through an explicit client and run id, with batched writes."""
+    """Records one MLflow run through an explicit client and run id, with batched writes.
+
+    Metric points wait in memory and are written in bulk: straight into the store's tables when
+    it is a database (:class:`_SqlMetricWriter`), else (a tracking server) with ``log_batch``
+    in full chunks of ``METRICS_PER_BATCH``.
+    """
 
     def __init__(self, client, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._pending: list = []
-        self.seconds = 0.0  # time spent in MLflow calls (tracking overhead)
+        self._pending: list[tuple[str, float, int, int]] = []  # (key, value, timestamp, step)
+        self._sql: _SqlMetricWriter | None | bool = False  # False: not looked up yet
+        self.seconds = 0.0  # wall time spent in MLflow calls (tracking overhead)
+        self.cpu_seconds = 0.0  # CPU time of this process in those calls
 
     @classmethod
     def start(
@@ -205,7 +293,7 @@ class MlflowTracker:
         experiment_id: str | None = None,
     ) -> MlflowTracker:
         """Create the run; pass ``client``/``experiment_id`` when the caller already has them."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         client = client or get_client(uri)
         exp_id = experiment_id or get_or_create_experiment(client, experiment, uri)
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -214,14 +302,16 @@ class MlflowTracker:
         run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
         tracker = cls(client, run.info.run_id)
         tracker.seconds += time.perf_counter() - t0
+        tracker.cpu_seconds += time.process_time() - c0
         return tracker
 
     def _timed(self, fn, *args, **kwargs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -243,10 +333,8 @@ class MlflowTracker:
         Points are written in full batches of ``METRICS_PER_BATCH`` once ``WRITE_AFTER`` are
         queued; :meth:`flush` (and :meth:`end`) write the rest.
         """
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
-        self._pending.extend(Metric(name, v, ts, s) for s, v in _finite_points(steps, values))
+        self._pending.extend((name, v, ts, s) for s, v in _finite_points(steps, values))
         if len(self._pending) >= WRITE_AFTER:
             self._write(full_batches_only=True)
 
@@ -259,14 +347,29 @@ class MlflowTracker:
         self._write(full_batches_only=False)
 
     def _write(self, full_batches_only: bool) -> None:
+        if not self._pending:
+            return
+        if self._sql is False:
+            self._sql = _SqlMetricWriter.of(self.client, self.run_id)
+        if self._sql is not None:
+            points, self._pending = self._pending, []
+            try:
+                self._timed(self._sql.write, list(dict.fromkeys(points)))
+                return
+            except Exception:  # a duplicate point, a locked or unusual store: MLflow's own way
+                self._pending = points + self._pending
+        self._log_batches(full_batches_only)
+
+    def _log_batches(self, full_batches_only: bool) -> None:
+        from mlflow.entities import Metric
+
         n = len(self._pending)
         if full_batches_only:
             n -= n % METRICS_PER_BATCH
         batches, self._pending = self._pending[:n], self._pending[n:]
         for i in range(0, n, METRICS_PER_BATCH):
-            self._timed(
-                self.client.log_batch, self.run_id, metrics=batches[i : i + METRICS_PER_BATCH]
-            )
+            chunk = [Metric(k, v, t, s) for k, v, t, s in batches[i : i + METRICS_PER_BATCH]]
+            self._timed(self.client.log_batch, self.run_id, metrics=chunk)
 
     def log_arrays(self, artifact_file: str, **arrays: np.ndarray) -> None:
         """Save arrays as one ``.npz`` artifact (e.g. the checkpoint x t profile matrix)."""

@@ -42,6 +42,7 @@ ENV_PARENT = "BPTTLAB_PARENT_RUN_ID"
 ENV_TOTAL = "BPTTLAB_SWEEP_TOTAL"
 ENV_START = "BPTTLAB_SWEEP_START"
 ENV_CODE = "BPTTLAB_CODE_VERSION"
+ENV_SWEEP_ID = "BPTTLAB_SWEEP_ID"
 
 #: Paths whose local changes do not make the code version dirty: generated outputs.
 GENERATED = ("reports",)
@@ -117,6 +118,24 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
+#: (pid, uri) -> client and (pid, uri, experiment) -> id, reused by the jobs of one worker.
+_CLIENTS: dict[tuple[int, str], Any] = {}
+_EXPERIMENTS: dict[tuple[int, str, str], str] = {}
+
+
+def worker_client(uri: str, experiment: str) -> tuple[Any, str]:
+    """The client on ``uri`` and the id of ``experiment``, looked up once per worker process."""
+    pid = os.getpid()
+    client = _CLIENTS.get((pid, uri))
+    if client is None:
+        client = _CLIENTS[(pid, uri)] = tracking.get_client(uri)
+    exp_id = _EXPERIMENTS.get((pid, uri, experiment))
+    if exp_id is None:
+        exp_id = tracking.get_or_create_experiment(client, experiment, uri)
+        _EXPERIMENTS[(pid, uri, experiment)] = exp_id
+    return client, exp_id
+
+
 @dataclass
 class Run:
     """What the body of :func:`tracked_run` sees and fills in."""
@@ -130,6 +149,7 @@ class Run:
     client: Any = None
     experiment_id: str = ""
     parent_id: str | None = None
+    train_cpu: float | None = None  # CPU seconds of train(), its tracker calls included
 
 
 def _finished_before(client, exp_id: str, parent_id: str, chash: str) -> list:
@@ -151,19 +171,39 @@ def _log_hydra_dir(tracker, hydra_dir: Path) -> None:
         tracker.log_artifacts(tmp, "hydra")
 
 
+def worker_tags(cpu_mark: float | None) -> dict[str, str]:
+    """Where the job ran and this process's CPU time when it began (``bpttlab.cpu_mark``).
+
+    Consecutive jobs of one worker give the CPU a whole job cycle costs (``make bench overhead``).
+    """
+    if cpu_mark is None:
+        return {}
+    import socket
+
+    return {
+        "bpttlab.worker": f"{socket.gethostname()}:{os.getpid()}",
+        "bpttlab.cpu_mark": f"{cpu_mark:.4f}",
+    }
+
+
 @contextmanager
-def tracked_run(cfg: C.Config) -> Iterator[Run]:
-    """Open, record and close one run; see the module docstring."""
+def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
+    """Open, record and close one run; see the module docstring.
+
+    ``cpu_mark``: the process's CPU time when the job began, recorded as a tag (with the worker)
+    so that the CPU a job costs besides ``train()`` can be read back from the store.
+    """
     run = Run(cfg=cfg, name=C.run_name(cfg))
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
     parent_id = os.environ.get(ENV_PARENT) or None
-    client = tracking.get_client(uri)
-    exp_id = tracking.get_or_create_experiment(client, cfg.tracking.experiment, uri)
+    client, exp_id = worker_client(uri, cfg.tracking.experiment)
     run.client, run.experiment_id, run.parent_id = client, exp_id, parent_id
     chash = C.config_hash(cfg)
     sweep_id = ""
     if parent_id:
-        sweep_id = client.get_run(parent_id).data.tags.get("sweep_id", "")
+        sweep_id = os.environ.get(ENV_SWEEP_ID) or client.get_run(parent_id).data.tags.get(
+            "sweep_id", ""
+        )
         previous = _finished_before(client, exp_id, parent_id, chash)
         finished = [r for r in previous if r.info.status == "FINISHED"]
         if finished:
@@ -178,7 +218,7 @@ def tracked_run(cfg: C.Config) -> Iterator[Run]:
         uri,
         cfg.tracking.experiment,
         run.name,
-        tags=run_tags(cfg, sweep_id),
+        tags={**run_tags(cfg, sweep_id), **worker_tags(cpu_mark)},
         parent_run_id=parent_id,
         client=client,
         experiment_id=exp_id,
@@ -219,18 +259,23 @@ def tracked_run(cfg: C.Config) -> Iterator[Run]:
     finally:
         processes.forget(_orphaned)
     if status != "KILLED":
-        _close(tracker, status)
+        _close(tracker, status, train_cpu=run.train_cpu)
     run.status = status
     run.summary["run_id"] = tracker.run_id
 
 
-def _close(tracker, status: str, reason: str = "") -> None:
+def _close(tracker, status: str, reason: str = "", train_cpu: float | None = None) -> None:
     """Log ``.hydra/`` and close the run; a store that fails here costs one line, not the sweep."""
     try:
         hydra_dir = hydra_output_dir()
         if hydra_dir is not None:
             _log_hydra_dir(tracker, hydra_dir / ".hydra")
-        tags = {"tracking_seconds": f"{tracker.seconds:.3f}"}
+        tags = {
+            "tracking_seconds": f"{tracker.seconds:.3f}",
+            "tracking_cpu_seconds": f"{tracker.cpu_seconds:.3f}",
+        }
+        if train_cpu is not None:
+            tags["train_cpu_seconds"] = f"{train_cpu:.3f}"
         if reason:
             tags["bpttlab.closed_reason"] = reason
         tracker.set_tags(tags)

@@ -80,6 +80,15 @@ def count_jobs(overrides: list[str]) -> int:
     return n
 
 
+def n_workers(config: DictConfig) -> str:
+    """Parallel workers of the sweep's launcher (joblib's ``n_jobs``, -1 = one per core), as a
+    tag value; ``""`` for a launcher without ``n_jobs`` (Ray: the cluster decides)."""
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if not isinstance(n, int) or isinstance(n, bool) or n == 0:
+        return ""
+    return str(n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n))
+
+
 def sweep_key(config: DictConfig, overrides: list[str]) -> str:
     """Identity of a sweep: same experiment, study, grid and overrides -> same parent run."""
     relevant = sorted(o for o in overrides if not o.startswith(("hydra.", "tracking.uri")))
@@ -198,6 +207,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
         client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, TAG_DRIVER, me)
         client.set_tag(parent_id, TAG_HEARTBEAT, f"{time.time():.3f}")
+        client.set_tag(parent_id, "n_workers", n_workers(config))
         time.sleep(0.2)  # two drivers taking over together: the last writer of the tag wins
         if client.get_run(parent_id).data.tags.get(TAG_DRIVER) != me:
             raise SweepRefused(f"another driver took over this sweep (parent run {parent_id})")
@@ -212,6 +222,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
                 "experiment_file": str(config.study),
                 "code_version": version,
                 "n_jobs_expected": str(total),
+                "n_workers": n_workers(config),
                 TAG_DRIVER: me,
                 TAG_HEARTBEAT: f"{time.time():.3f}",
             },
@@ -239,6 +250,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
     os.environ.update(
         {
             L.ENV_PARENT: parent_id,
+            L.ENV_SWEEP_ID: key,
             L.ENV_TOTAL: str(total),
             L.ENV_START: str(start),
             L.ENV_CODE: version,
@@ -263,16 +275,50 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def closed_children_starts(client, experiment_id: str, parent_id: str) -> list[int]:
+    """Start times (ms) of the sweep's children that are no longer RUNNING.
+
+    A database-backed store answers with one query on its runs and tags tables (MLflow's own
+    table models); any other store through :func:`~bpttlab.tracking.reader.children`, which
+    reads every child run whole (their params, tags and metrics too): on a sweep of hundreds of
+    runs that costs a worker a good part of a second per job.
+    """
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    sessions = getattr(store, "ManagedSessionMaker", None)
+    if sessions is not None:
+        try:
+            from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+
+            with sessions() as session:
+                rows = (
+                    session.query(SqlRun.start_time)
+                    .join(SqlTag, SqlTag.run_uuid == SqlRun.run_uuid)
+                    .filter(
+                        SqlTag.key == "mlflow.parentRunId",
+                        SqlTag.value == parent_id,
+                        SqlRun.experiment_id == int(experiment_id),
+                        SqlRun.status != "RUNNING",
+                        SqlRun.lifecycle_stage == "active",
+                    )
+                    .all()
+                )
+            return [int(r[0]) for r in rows]
+        except Exception:  # another MLflow's tables: ask through the client
+            pass
+    kids = children(client, experiment_id, parent_id, "attributes.status != 'RUNNING'")
+    return [r.info.start_time for r in kids]
+
+
 def progress(client, experiment_id: str, parent_id: str) -> str:
     """``[n/N] ETA ...`` from what the store says about this sweep."""
     total = int(os.environ.get(L.ENV_TOTAL, "0") or 0)
     start = float(os.environ.get(L.ENV_START, "0") or 0)
     try:
-        kids = children(client, experiment_id, parent_id, "attributes.status != 'RUNNING'")
+        starts = closed_children_starts(client, experiment_id, parent_id)
     except Exception:  # progress is best effort; never fail a run over it
         return ""
-    done = len(kids)
-    new = sum(1 for r in kids if r.info.start_time / 1000 >= start)
+    done = len(starts)
+    new = sum(1 for t in starts if t / 1000 >= start)
     eta = ""
     if total and new and start:
         per_run = (time.time() - start) / new
@@ -292,7 +338,7 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
     state = dict(_STATE)
     _STATE.clear()
     state["stop"].set()
-    for var in (L.ENV_PARENT, L.ENV_TOTAL, L.ENV_START, ENV_DRIVER_PID):
+    for var in (L.ENV_PARENT, L.ENV_SWEEP_ID, L.ENV_TOTAL, L.ENV_START, ENV_DRIVER_PID):
         os.environ.pop(var, None)
     parent_id, start = state["parent_id"], state["start"]
     stopped = interrupted or bool(reason)
