@@ -201,6 +201,14 @@ def test_gradnorm_verdicts_pass_and_fail():
     assert _marks(gradnorm_time.verdicts(pd.DataFrame())) == [None] * 3
 
 
+def test_gradnorm_observes_the_irnn_without_a_verdict():
+    runs = _gn_runs().assign(diverged=0.0, diverged_step=-1.0)
+    runs.loc[runs["variant"] == "IRNN", ["diverged", "diverged_step"]] = [1.0, 1.0]
+    text = gradnorm_time.observations({"runs": runs}, "quick")
+    assert "the IRNN diverged in 5 of 5 seeds (at step 1)" in text
+    assert "IRNN" not in " ".join(v.claim for v in gradnorm_time.verdicts(runs)[:2])
+
+
 def test_gradnorm_ratios_from_profiles():
     runs = pd.DataFrame({"run_id": ["a"]})
     t = np.arange(1, 11)

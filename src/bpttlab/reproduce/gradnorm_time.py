@@ -139,6 +139,25 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
     return out
 
 
+def observations(data: dict[str, pd.DataFrame], scale: str = "") -> str:
+    """What the IRNN did in training (not judged, not shown after training, as in the paper)."""
+    runs = data["runs"]
+    if runs.empty or "variant" not in runs or "diverged" not in runs:
+        return ""
+    g = runs[runs["variant"] == "IRNN"]
+    if g.empty:
+        return ""
+    n_div = int((g["diverged"] == 1).sum())
+    steps = sorted({int(s) for s in g.loc[g["diverged"] == 1, "diverged_step"].dropna()})
+    at = f" (at step {', '.join(map(str, steps))})" if steps else ""
+    return (
+        f"Observation, no verdict ({scale}): the IRNN diverged in {n_div} of {len(g)} seeds"
+        f"{at} with this learning rate; Arjovsky et al. note that it trained only with "
+        "'incredibly low learning rates and clipping' and leave it out of the after-training "
+        "panel, as this figure does."
+    )
+
+
 @styled
 def figure(data: dict[str, pd.DataFrame]):
     """Two panels like the paper's: ‖∂C/∂h_t‖ against t at init and after 100 iterations."""
