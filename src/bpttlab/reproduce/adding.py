@@ -129,6 +129,9 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
             out.append(C.missing(NAME, CLAIMS[key], f"no {variant} run", scale))
             continue
         ours = f"T={t_max}: MSE/(1/6) {C.median_range(g['rel'], '{:.3f}')}"
+        n_bad = int((~np.isfinite(g["rel"])).sum())
+        if n_bad:
+            ours += f"; {n_bad} of {len(g)} runs without a final loss (diverged), counted as failed"
         out.append(C.verdict(NAME, CLAIMS[key], ours, bool(passed(g)), scale))
     return out
 
