@@ -11,6 +11,7 @@ EXTRAS ?= dev
 EXP   ?= default
 ARGS  ?=
 ONLY  ?=
+PROFILE ?= quick
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 HOST  ?= 127.0.0.1
 UI_PORT ?= 5000
@@ -29,7 +30,7 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 	@echo
-	@echo "  Variables: EXP=<experiments/NAME.yaml> ARGS='<hydra overrides>' JOBS=$(JOBS) ONLY=<reproduction>"
+	@echo "  Variables: EXP=<experiments/NAME.yaml> ARGS='<hydra overrides>' JOBS=$(JOBS) ONLY=<reproduction> PROFILE=quick|full"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,8 +91,8 @@ report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (i
 	fi
 	$(PY) -m bpttlab.tools.screenshot reports/report.html reports/report.png
 
-reproduce: $(STAMP) ## Re-create published results with a verdict per claim: reports/reproduce.md/.html (ONLY=cliff,bound for a subset)
-	$(PY) -m bpttlab.reproduce --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
+reproduce: $(STAMP) ## Re-create published results with a verdict per claim: reports/reproduce.md/.html (PROFILE=quick|full, ONLY=cliff,bound)
+	$(PY) -m bpttlab.reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 server: $(STAMP) ## Start an MLflow tracking server in the background on http://$(HOST):$(SERVER_PORT) (BACKEND=postgresql://... for PostgreSQL)
 	@# Not echoed, and the URI passed in the environment: a password in BACKEND stays unprinted.

@@ -74,6 +74,35 @@ def test_rmsprop_one_and_two_steps():
     np.testing.assert_allclose(p["x"], x1 - 0.01 / (np.sqrt(s) + 1e-8))
 
 
+def test_rmsprop_accumulator_start_one_and_two_steps():
+    # Arjovsky, Shah & Bengio's RMSProp starts the running mean of g^2 at 1e-3, not 0.
+    p = {"x": np.array([1.0, -1.0])}
+    opt = make_optimizer("rmsprop", lr=0.01, init_accumulator=1e-3)
+    opt.step(p, {"x": np.array([2.0, -0.5])})
+    # s1 = 0.9 * 1e-3 + 0.1 g^2 = [0.0009 + 0.4, 0.0009 + 0.025]
+    np.testing.assert_allclose(opt.state["x"]["s"], [0.4009, 0.0259])
+    np.testing.assert_allclose(
+        p["x"], [1.0 - 0.02 / (math.sqrt(0.4009) + 1e-8), -1.0 + 0.005 / (math.sqrt(0.0259) + 1e-8)]
+    )
+    x1 = p["x"].copy()
+    opt.step(p, {"x": np.array([1.0, 1.0])})
+    # s2 = 0.9 s1 + 0.1 = [0.46081, 0.12331]
+    np.testing.assert_allclose(opt.state["x"]["s"], [0.46081, 0.12331])
+    np.testing.assert_allclose(p["x"], x1 - 0.01 / (np.sqrt([0.46081, 0.12331]) + 1e-8))
+
+
+def test_rmsprop_accumulator_start_damps_the_first_step_of_a_small_gradient():
+    g = {"x": np.array([1e-4])}
+    from_zero, from_start = {"x": np.array([0.0])}, {"x": np.array([0.0])}
+    make_optimizer("rmsprop", lr=0.01).step(from_zero, g)
+    make_optimizer("rmsprop", lr=0.01, init_accumulator=1e-3).step(from_start, g)
+    # s starting at 0: about lr / sqrt(0.1) whatever the gradient (s1 = 1e-9, eps 1e-8 aside);
+    # starting at 1e-3: lr g / sqrt(9e-4 + 1e-9), a thousand times smaller
+    np.testing.assert_allclose(from_zero["x"], [-0.01e-4 / (math.sqrt(1e-9) + 1e-8)])
+    np.testing.assert_allclose(from_start["x"], [-0.01e-4 / (math.sqrt(9e-4 + 1e-9) + 1e-8)])
+    assert abs(from_start["x"][0]) < 1e-3 * abs(from_zero["x"][0]) * 1.1
+
+
 def test_adam_bias_correction():
     p = {"x": np.array([0.0, 0.0])}
     opt = make_optimizer("adam", lr=0.001)
@@ -119,6 +148,7 @@ def test_step_rejects_mismatched_grads():
         ("momentum", 0.1, {"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
         ("momentum", 0.1, {"momentum": 0.0, "nesterov": True}, r"nesterov=True needs momentum"),
         ("rmsprop", 0.1, {"decay": 1.5}, r"decay must be in \[0, 1\)"),
+        ("rmsprop", 0.1, {"init_accumulator": -1e-3}, r"init_accumulator must be .* >= 0"),
         ("adam", 0.1, {"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
         ("adam", 0.1, {"eps": 0.0}, r"eps must be > 0"),
         ("sgd", 0.1, {"momentum": 0.9}, r"sgd: unknown option\(s\) \['momentum'\]"),

@@ -1,5 +1,6 @@
-"""End to end: every reproduction runs its sweep for two steps into a temporary store, reads the
-runs back from MLflow, draws its figure and renders the report; a second run reuses the runs."""
+"""End to end: every reproduction of both profiles runs its sweep for two steps (smoke size) into a
+temporary store, reads the runs back from MLflow, draws its figure and renders the report; a
+second run reuses the runs."""
 
 from __future__ import annotations
 
@@ -18,9 +19,20 @@ def _count_runs(uri: str, experiment: str) -> int:
 
 
 @pytest.mark.slow
-def test_every_reproduction_runs_end_to_end_in_quick_mode(tmp_path, sqlite_uri):
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_reproduction_runs_end_to_end_smoke_sized(tmp_path, sqlite_uri, profile):
     out = tmp_path / "reports"
-    args = ["--quick", "--tracking-uri", sqlite_uri, "--out", str(out), "--workdir", str(tmp_path)]
+    args = [
+        "--profile",
+        profile,
+        "--smoke",
+        "--tracking-uri",
+        sqlite_uri,
+        "--out",
+        str(out),
+        "--workdir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     md = (out / "reproduce.md").read_text()
     html = (out / "reproduce.html").read_text()
@@ -31,7 +43,14 @@ def test_every_reproduction_runs_end_to_end_in_quick_mode(tmp_path, sqlite_uri):
     assert "Error" not in md
     assert html.count("data:image/png;base64,") == len(available())
     assert re.search(r"\d+ of \d+ claims reproduced", md)
-    assert "| quick |" in md  # every row says which run size it comes from
+    # every row says which profile it comes from
+    cells = [
+        [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ")
+    ]
+    verdict_rows = [c for c in cells if len(c) == 7 and c[5] in ("PASS", "FAIL", "n/a")]
+    assert verdict_rows and {c[6] for c in verdict_rows} == {f"{profile} smoke"}
 
     # Re-running reuses the finished runs (the sweep skips them) and the stored analytic run.
     before = _count_runs(sqlite_uri, "bpttlab-repro-gradnorm-time")

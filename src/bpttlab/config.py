@@ -314,11 +314,18 @@ class RMSpropConf(OptimConf):
     name: OptimName = OptimName.rmsprop
     decay: float = 0.9
     eps: float = 1e-8
+    init_accumulator: float = 0.0  # starting value of the running mean of g^2 (Arjovsky: 1e-3)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _unit(self, "decay")
         _require(self.eps > 0, "optim.eps", self.eps, "a number > 0")
+        _require(
+            self.init_accumulator >= 0,
+            "optim.init_accumulator",
+            self.init_accumulator,
+            "a number >= 0",
+        )
 
 
 @dataclass
@@ -382,6 +389,7 @@ class Config:
     explosion_factor: float = 10.0
     explosion_window: int = 50
     horizon_frac: float = 0.1  # gradient horizon: lag where ||dL/dh_t|| < frac * ||dL/dh_T||
+    stop_when_solved: bool = False  # end the run at the first evaluation that solves the task
 
     def __post_init__(self) -> None:
         _check_finite_floats(self, "")

@@ -280,20 +280,32 @@ class Momentum(Optimizer):
 class RMSprop(Optimizer):
     """RMSProp (Tieleman & Hinton 2012, lecture 6.5).
 
-    ``s <- rho s + (1 - rho) g^2``; ``p <- p - lr g / (sqrt(s) + eps)``, ``s`` starting at 0.
-    ``decay = rho = 0.9`` as in the lecture (PyTorch's ``alpha`` defaults to 0.99: pass
-    ``decay=0.99`` to match it; its ``eps`` is also added outside the square root).
+    ``s <- rho s + (1 - rho) g^2``; ``p <- p - lr g / (sqrt(s) + eps)``, ``s`` starting at
+    ``init_accumulator`` (0 as in PyTorch; Arjovsky, Shah & Bengio's code starts it at 1e-3,
+    which damps the first steps: with ``s_0 = 0`` the first step is ``lr / sqrt(1 - rho)`` per
+    coordinate whatever the gradient's size). ``decay = rho = 0.9`` as in the lecture
+    (PyTorch's ``alpha`` defaults to 0.99: pass ``decay=0.99`` to match it; its ``eps`` is also
+    added outside the square root).
     """
 
     name = "rmsprop"
 
-    def __init__(self, lr: float, decay: float = 0.9, eps: float = 1e-8):
+    def __init__(
+        self, lr: float, decay: float = 0.9, eps: float = 1e-8, init_accumulator: float = 0.0
+    ):
         super().__init__(lr)
         self.decay = _check_unit("decay", self.name, decay)
         self.eps = _check_eps(self.name, eps)
+        if not (_positive_number(init_accumulator) or init_accumulator == 0):
+            raise ValueError(
+                f"{self.name}: init_accumulator must be a finite number >= 0, "
+                f"got {init_accumulator!r}"
+            )
+        self.init_accumulator = float(init_accumulator)
 
     def _init_state(self, p):
-        return {"s": np.zeros_like(p), "tmp": np.empty_like(p), "tmp2": np.empty_like(p)}
+        s = np.full_like(p, self.init_accumulator)
+        return {"s": s, "tmp": np.empty_like(p), "tmp2": np.empty_like(p)}
 
     def _update(self, p, g, st):
         s, tmp, tmp2 = st["s"], st["tmp"], st["tmp2"]
@@ -308,7 +320,12 @@ class RMSprop(Optimizer):
         p -= tmp2  # p <- p - lr g / (sqrt(s) + eps)
 
     def _options(self):
-        return {"lr": self.lr, "decay": self.decay, "eps": self.eps}
+        return {
+            "lr": self.lr,
+            "decay": self.decay,
+            "eps": self.eps,
+            "init_accumulator": self.init_accumulator,
+        }
 
 
 class Adam(Optimizer):
@@ -363,7 +380,7 @@ _REGISTRY: dict[str, type[Optimizer]] = {
 _OPTIONS = {
     "sgd": (),
     "momentum": ("momentum", "nesterov"),
-    "rmsprop": ("decay", "eps"),
+    "rmsprop": ("decay", "eps", "init_accumulator"),
     "adam": ("beta1", "beta2", "eps"),
 }
 
@@ -376,7 +393,8 @@ def make_optimizer(name: str, lr: float, **kw) -> Optimizer:
     name : one of ``OPTIMIZERS`` = ("sgd", "momentum", "rmsprop", "adam").
     lr : learning rate > 0.
     **kw : ``momentum`` (0.9), ``nesterov`` (False) for "momentum"; ``decay`` (0.9), ``eps``
-        (1e-8) for "rmsprop"; ``beta1`` (0.9), ``beta2`` (0.999), ``eps`` (1e-8) for "adam".
+        (1e-8), ``init_accumulator`` (0) for "rmsprop"; ``beta1`` (0.9), ``beta2`` (0.999),
+        ``eps`` (1e-8) for "adam".
 
     Raises
     ------

@@ -102,6 +102,7 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         rec.profile(0)
         rec.evaluate(0)
         diverged_step, reason = -1, ""
+        solved_at = -1  # the step at which cfg.stop_when_solved ended the run
         for step in range(cfg.steps):
             x, y, mask = _cast(dtype, *task.sample(data_rng, cfg.batch_size))
             with np.errstate(all="ignore"):
@@ -132,10 +133,16 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
             if done < cfg.steps:  # the final evaluation and profile follow the loop
                 if done % cfg.eval_every == 0:
                     rec.evaluate(done)
+                    if cfg.stop_when_solved and task.solved(*rec.evals[-1][1:]):
+                        solved_at = done  # solved: stop here, as the papers' runs did
+                        break
                 if done % cfg.profile_every == 0:
                     rec.profile(done)
 
         steps_done = cfg.steps if diverged_step < 0 else diverged_step
-        rec.evaluate(steps_done)
+        if solved_at >= 0:  # stopped early: that step was just evaluated
+            steps_done = solved_at
+        else:
+            rec.evaluate(steps_done)
         rec.profile(steps_done)
         return rec.finish(steps_done, diverged_step, reason, time.perf_counter() - t_start)

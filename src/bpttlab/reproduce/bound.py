@@ -26,18 +26,19 @@ SETUP = (
     "Untrained single-layer RNNs, 64 hidden units, adding-task inputs of length T = 100, loss on "
     "the last step, profile ‖∂L/∂h_t‖ on 64 test sequences at initialization. f ∈ {identity, "
     "tanh, sigmoid}; W_hh orthogonal (W = ρQ, σ_max = ρ) or Gaussian (σ_max ≈ 2ρ), rescaled to "
-    "spectral radius ρ ∈ {0.5, 0.9, 1.1, 2, 4, 8}; 3 seeds (108 runs). No scaling was needed: "
-    "the claim is about the network at initialization; one training step is run only because a "
+    "spectral radius ρ ∈ {0.5, 0.9, 1.1, 2, 4, 8}; 3 seeds (108 runs), the same in both "
+    "profiles. No scaling was needed: the claim is about the network at initialization; one "
+    "training step is run only because a "
     "run trains for at least one step."
 )
-QUICK = {"init.rho": "0.5,2", "seed": 0}
+SMOKE = {"init.rho": "0.5,2", "seed": 0}  # both profiles run the file as written
 TOL_EXACT = 1e-6  # |slope - log s| for W = sQ: exact up to floating point
 TOL_BOUND = 1e-9  # slope may exceed log(sigma_max*gamma) by rounding only
 
 
 def overrides(scale: C.Scale) -> dict:
     """Command-line overrides of the sweep for ``scale`` (steps do not scale: init only)."""
-    return C.scaled_fields(EXPERIMENT, scale, QUICK, scale_steps=False)
+    return C.profile_fields(EXPERIMENT, scale, None, SMOKE, scale_steps=False)
 
 
 def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dict[str, float]:
@@ -92,7 +93,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     decay_rate_init, log_bound_init, log_rho_init, sigma_max_init``)."""
     need = {"activation", "init", "decay_rate_init", "log_bound_init", "log_rho_init"}
     if runs.empty or not need <= set(runs.columns):
-        return [C.missing(NAME, CLAIMS[k], "no finished runs") for k in CLAIMS]
+        return [C.missing(NAME, CLAIMS[k], "no finished runs", scale) for k in CLAIMS]
     df = runs.dropna(subset=["decay_rate_init", "log_bound_init"]).copy()
     df["log_sigma"] = np.log(df["sigma_max_init"].astype(float))
     linear = df[df["activation"] == "identity"]
@@ -100,7 +101,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
 
     ortho = linear[linear["init"] == "orthogonal"]
     if ortho.empty:
-        out.append(C.missing(NAME, CLAIMS["exact"], "no linear W=sQ run"))
+        out.append(C.missing(NAME, CLAIMS["exact"], "no linear W=sQ run", scale))
     else:
         err = (ortho["decay_rate_init"] - ortho["log_sigma"]).abs()
         ours = f"max |slope − log s| = {err.max():.2g} over {len(ortho)} runs"
@@ -114,7 +115,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
     out.append(C.verdict(NAME, CLAIMS["bound"], ours, bool(excess.max() <= TOL_BOUND), scale))
 
     if linear.empty:
-        out.append(C.missing(NAME, CLAIMS["linear_rho"], "no run"))
+        out.append(C.missing(NAME, CLAIMS["linear_rho"], "no run", scale))
     else:
         stable = linear[linear["log_rho_init"] < 0]
         exploding = linear[linear["decay_rate_init"] > 0]
@@ -129,7 +130,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
 
     gauss = linear[linear["init"] == "normal"]
     if gauss.empty:
-        out.append(C.missing(NAME, CLAIMS["general"], "no Gaussian W"))
+        out.append(C.missing(NAME, CLAIMS["general"], "no Gaussian W", scale))
     else:
         d_rho = (gauss["decay_rate_init"] - gauss["log_rho_init"]).abs()
         d_sig = (gauss["decay_rate_init"] - gauss["log_sigma"]).abs()
@@ -141,7 +142,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "full") -> list[C.Verdict]:
 
     nonlin = df[df["activation"] != "identity"].copy()
     if nonlin.empty:
-        out.append(C.missing(NAME, CLAIMS["not_sufficient"], "no run"))
+        out.append(C.missing(NAME, CLAIMS["not_sufficient"], "no run", scale))
     else:
         nonlin["hit"] = (nonlin["log_bound_init"] > 0) & (nonlin["decay_rate_init"] < 0)
         keys = ["activation", "init", "rho"] if "rho" in nonlin else ["activation", "init"]

@@ -48,15 +48,16 @@ SETUP = (
     "Exact model of the paper: T = 50, x₀ = 0.5, target 0.7. Surface on a 0.05 grid over "
     "w ∈ [−2, 12], b ∈ [−12, 4]. Gradient descent (lr 0.5, 300 steps) from five starts "
     "w₀ ∈ {5, …, 9}, b₀ one unit above the wall, plain and with norm clipping at threshold 1. "
-    "Bifurcation at w = 5 over b ∈ [−5, 0] (1001 values). Analytic: nothing to scale."
+    "Bifurcation at w = 5 over b ∈ [−5, 0] (1001 values). Analytic: nothing to scale; the "
+    "same in both profiles."
 )
-QUICK_SPEC = {**SPEC, "grid_step": 0.5, "gd_steps": 20, "bif_n": 51}
+SMOKE_SPEC = {**SPEC, "grid_step": 0.5, "gd_steps": 20, "bif_n": 51}
 ERROR_TOL = 0.01  # final-error tolerance when comparing clipped with plain descent
 STARTS_NEEDED = 4  # of 5 starts
 
 
 def spec_for(scale: C.Scale) -> dict:
-    return dict(QUICK_SPEC if scale.quick else SPEC)
+    return dict(SMOKE_SPEC if scale.smoke else SPEC)  # the same in both profiles
 
 
 def _grid(spec):
@@ -233,7 +234,7 @@ CLAIMS = {
 def verdicts(summary: dict | None, scale: str = "full") -> list[C.Verdict]:
     """Judge the four claims from the numbers of :func:`summarize`."""
     if summary is None:
-        return [C.missing(NAME, v, "no stored analytic run") for v in CLAIMS.values()]
+        return [C.missing(NAME, v, "no stored analytic run", scale) for v in CLAIMS.values()]
     s = summary
     out = []
     frac = s["E_max_jump"] / s["E_range"] if s["E_range"] > 0 else 0.0

@@ -29,8 +29,20 @@ import pandas as pd
 from bpttlab import launch, tracking
 from bpttlab.tracking import reader
 
-# Run-level fields that a run scale changes; runs are selected on them.
-SCALED_FIELDS = ("steps", "eval_every", "profile_every", "probe_size", "task.test_size")
+# Run-level fields that a profile or a run scale changes; runs are selected on them (besides
+# every field a profile sets).
+SCALED_FIELDS = (
+    "steps",
+    "eval_every",
+    "profile_every",
+    "probe_size",
+    "task.test_size",
+    "stop_when_solved",
+)
+
+#: The profiles of ``make reproduce``: ``quick`` (the default, under an hour on two cores) and
+#: ``full`` (budgets as close to the papers as one machine allows; hours).
+PROFILES = ("quick", "full")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,32 +50,36 @@ SCALED_FIELDS = ("steps", "eval_every", "profile_every", "probe_size", "task.tes
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Scale:
-    """How big the runs are: ``full`` (the experiment file as written), scaled steps, or ``quick``.
+    """How big the runs are: a profile (``quick`` or ``full``), optionally smoke-sized or with
+    its training steps scaled.
 
-    ``steps_scale`` multiplies ``steps`` and ``eval_every`` of an experiment; ``quick`` runs two
-    steps on tiny test sets with one seed (a pipeline check whose verdicts mean nothing).
+    ``profile`` chooses each reproduction's setup (its ``PROFILES`` entry: budgets, lengths,
+    seeds); ``smoke`` shrinks that setup to two steps on tiny test sets with one seed (a pipeline
+    check whose verdicts mean nothing); ``steps_scale`` multiplies ``steps`` and ``eval_every``.
     """
 
+    profile: str = "quick"
+    smoke: bool = False
     steps_scale: float = 1.0
-    quick: bool = False
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; valid choices: {PROFILES}")
         if not self.steps_scale > 0:
             raise ValueError(f"steps_scale must be > 0, got {self.steps_scale!r}")
 
     @property
     def label(self) -> str:
-        """``full``, ``quick`` or ``steps x0.5``."""
-        if self.quick:
-            return "quick"
-        return "full" if self.steps_scale == 1.0 else f"steps x{self.steps_scale:g}"
+        """``quick``, ``full``, ``full smoke`` or ``quick steps x0.5``: which runs a verdict
+        comes from."""
+        if self.smoke:
+            return f"{self.profile} smoke"
+        if self.steps_scale != 1.0:
+            return f"{self.profile} steps x{self.steps_scale:g}"
+        return self.profile
 
-    @property
-    def is_full(self) -> bool:
-        return not self.quick and self.steps_scale == 1.0
 
-
-QUICK_FIELDS = {
+SMOKE_FIELDS = {
     "steps": 2,
     "eval_every": 1,
     "profile_every": 1,
@@ -92,42 +108,74 @@ def experiment_fields(name: str) -> dict[str, Any]:
     return flatten(node)
 
 
-def scaled_fields(
+def profile_fields(
     name: str,
     scale: Scale,
-    extra_quick: Mapping[str, Any] | None = None,
+    profiles: Mapping[str, Mapping[str, Any]] | None = None,
+    smoke: Mapping[str, Any] | None = None,
     scale_steps: bool = True,
 ) -> dict:
-    """Overrides of the run-level fields for ``scale`` (empty at full scale).
+    """Command-line overrides of the grid ``experiments/<name>.yaml`` for ``scale``.
 
-    At full scale nothing is overridden, so ``make reproduce`` runs exactly the command of
-    ``make sweep EXP=<name>`` and both reuse the same finished runs. ``extra_quick`` are the
-    reproduction's own quick-mode overrides (fewer seeds or lengths); ``scale_steps=False`` keeps
-    the steps of a result defined at a fixed number of iterations.
+    ``profiles[scale.profile]`` are the reproduction's overrides for that profile (a profile
+    missing from ``profiles``, or an empty one, runs the file as written, so ``make sweep
+    EXP=<name>`` and that profile share their finished runs). ``smoke`` are the reproduction's
+    own smoke-size overrides (one seed, short sequences), applied with :data:`SMOKE_FIELDS` on
+    top of the profile; ``scale_steps=False`` keeps the steps of a result defined at a fixed
+    number of iterations.
     """
-    if scale.is_full or (not scale.quick and not scale_steps):
-        return {}
     base = experiment_fields(name)
-    if scale.quick:
-        out = dict(QUICK_FIELDS)
-        out.update(extra_quick or {})
+    out = dict((profiles or {}).get(scale.profile, {}))
+    if scale.smoke:
+        out.update(SMOKE_FIELDS)
+        out.update(smoke or {})
         return out
-    steps = int(base.get("steps", 300))
-    out = {"steps": max(2, round(steps * scale.steps_scale))}
-    if "eval_every" in base:
-        out["eval_every"] = max(1, round(int(base["eval_every"]) * scale.steps_scale))
+    if scale.steps_scale != 1.0 and scale_steps:
+        steps = int(out.get("steps", base.get("steps", 300)))
+        out["steps"] = max(2, round(steps * scale.steps_scale))
+        every = out.get("eval_every", base.get("eval_every"))
+        if every is not None:
+            out["eval_every"] = max(1, round(int(every) * scale.steps_scale))
     return out
 
 
+def _is_sweep_value(key: str, value: Any) -> bool:
+    return isinstance(value, str) and "," in value
+
+
 def expected_params(name: str, overrides: Mapping[str, Any]) -> dict[str, str]:
-    """The values of :data:`SCALED_FIELDS` the selected runs must carry (MLflow param strings)."""
+    """The params the selected runs must carry (MLflow param strings): :data:`SCALED_FIELDS` of
+    the file and the overrides, and every other single-valued field the overrides set."""
     fields = experiment_fields(name)
     fields.update(overrides)
-    return {k: _param_str(fields[k]) for k in SCALED_FIELDS if k in fields}
+    keys = [k for k in SCALED_FIELDS if k in fields]
+    keys += [
+        k
+        for k, v in overrides.items()
+        if k not in keys and not k.startswith(("+", "hydra")) and not _is_sweep_value(k, v)
+    ]
+    return {k: _param_str(fields[k]) for k in keys}
+
+
+def sweep_values(overrides: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``{"task.seq_len": ["20", "50"]}`` for every override that is a comma-separated list."""
+    return {
+        k: [x.strip() for x in v.split(",")]
+        for k, v in overrides.items()
+        if _is_sweep_value(k, v) and not k.startswith(("+", "hydra"))
+    }
 
 
 def _param_str(value: Any) -> str:
     return str(value)
+
+
+def _in_values(column: pd.Series, values: Sequence[str]) -> pd.Series:
+    """``column`` (numbers or strings) is one of ``values`` (strings of an override)."""
+    try:
+        return column.astype(float).isin([float(v) for v in values])
+    except (TypeError, ValueError):
+        return column.astype(str).isin(list(values))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +241,16 @@ def load_runs(
 def stored_runs(
     tracking_uri: str, experiment: str, grid: str, overrides: Mapping[str, Any]
 ) -> pd.DataFrame:
-    """:func:`load_runs` of the grid ``experiments/<grid>.yaml`` run with ``overrides``."""
-    return load_runs(tracking_uri, experiment, expected_params(grid, overrides))
+    """:func:`load_runs` of the grid ``experiments/<grid>.yaml`` run with ``overrides``: the runs
+    with the params of :func:`expected_params`, and, for an override that is a list
+    (``task.seq_len=20,50``), one of its values."""
+    runs = load_runs(tracking_uri, experiment, expected_params(grid, overrides))
+    for key, values in sweep_values(overrides).items():
+        col = f"params.{key}"
+        if runs.empty or col not in runs:
+            continue
+        runs = runs[_in_values(runs[col], values)].reset_index(drop=True)
+    return runs
 
 
 def load_history(tracking_uri: str, runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -303,6 +359,21 @@ class Verdict:
         return {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
 
 
+def median_of(values: Iterable[float]) -> float:
+    """Median of the finite values (NaN if there is none)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def median_range(values: Iterable[float], fmt: str = "{:.3g}") -> str:
+    """``"median m [min, max] (n=k)"`` over the finite values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return "no finite value"
+    lo, hi = fmt.format(v.min()), fmt.format(v.max())
+    return f"median {fmt.format(np.median(v))} [{lo}, {hi}] (n={v.size})"
+
+
 def mean_spread(values: Iterable[float], fmt: str = "{:.3g}") -> str:
     """``"m ± sd (n=k)"`` over the finite values (sample standard deviation)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
@@ -325,10 +396,10 @@ def verdict(
     )
 
 
-def missing(result: str, claim: Claim, why: str) -> Verdict:
+def missing(result: str, claim: Claim, why: str, scale: str = "") -> Verdict:
     """A verdict that cannot be judged (no runs)."""
     text, published, criterion = claim
-    return Verdict(result, text, published, f"not judged: {why}", criterion, None)
+    return Verdict(result, text, published, f"not judged: {why}", criterion, None, scale)
 
 
 def panels(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
