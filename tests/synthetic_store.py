@@ -5,8 +5,11 @@ frames the figures and tables take).
 
 The numbers follow the shape of the study, not its values: the vanilla RNN's temporal profile
 decays geometrically at a rate below the bound log(sigma_max * gamma); gated cells decay slowly;
-norm clipping prevents most divergences; ReLU, orthogonal/identity init and gated cells lower the
-final loss. Everything is a deterministic function of ``rng_seed``.
+the pre-clip gradient norm of the vanilla RNN explodes now and then (the IRNN's often, by 1e4),
+with or without clipping, and norm clipping prevents most divergences; ReLU, orthogonal/identity
+init and gated cells lower the final loss, gated cells and the clipped IRNN solve every length.
+``STUDY`` is the default study's star design (six arms x clipping x three lengths x three seeds).
+Everything is a deterministic function of ``rng_seed``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,22 @@ import numpy as np
 import pandas as pd
 
 from bpttlab.activations import get_activation
+from bpttlab.report.arms import ARM_NAMES
+from bpttlab.report.figures import explosion_steps
 from bpttlab.tracking.reader import PROFILE_ARTIFACT, SUMMARY_METRICS
 
+# The explosion rule the runs record (explosion_factor, explosion_window).
+EXPLOSION_FACTOR, EXPLOSION_WINDOW = 10.0, 50
+# Summary metrics of a run, read back (the reader's own list and the explosion counts).
+RUN_METRICS = tuple(
+    dict.fromkeys((*SUMMARY_METRICS, "explosions", "explosion_ratio_max", "first_explosion_step"))
+)
+STUDY = dict(
+    arms=("tanh", "orthogonal", "relu", "irnn", "lstm", "gru"),
+    clips=("none", "norm"),
+    seq_lens=(10, 50, 100),
+    seeds=(0, 1, 2),
+)
 SIGMA = {"xavier": 1.3, "orthogonal": 1.0, "identity": 1.0, "normal": 1.6, "default": 0.8}
 BASELINE = 1.0 / 6.0  # adding task: predicting the mean
 
@@ -48,27 +65,41 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
     gamma = get_activation(act).gamma
     sigma = SIGMA.get(init, 1.1) * np.exp(0.03 * rng.standard_normal())
     log_bound = float(np.log(sigma * gamma))
+    irnn = (cell, act, init) == ("rnn", "relu", "identity")
     if cell == "rnn":
         decay = log_bound - 0.25 - 0.05 * abs(rng.standard_normal())  # below the bound
     else:
         decay = -0.04 + 0.01 * rng.standard_normal()  # gated: slow decay
     decay_final = 0.7 * decay
-    # Divergence: likely without clipping for an RNN with sigma > 1, rare with clipping.
-    p_div = 0.7 if (cell == "rnn" and sigma * gamma > 1.05) else 0.1
-    p_div *= 0.1 if clip == "norm" else 1.0
+    # Divergence: likely without clipping for an RNN with sigma > 1 and for the IRNN, rare with
+    # clipping.
+    p_div = 0.7 if (cell == "rnn" and (sigma * gamma > 1.05 or irnn)) else 0.1
+    p_div *= 0.05 if clip == "norm" else 1.0
     diverged = bool(rng.random() < p_div)
     div_step = int(rng.integers(steps // 3, steps - 1)) if diverged else -1
     done = div_step + 1 if diverged else steps
-    # Final loss relative to the baseline: longer sequences are harder, remedies help.
-    rel = 0.55 + 0.4 * seq_len / 40 if cell == "rnn" else 0.25 + 0.1 * seq_len / 40
-    rel -= 0.15 * (act == "relu") + 0.1 * (init in ("orthogonal", "identity"))
+    # Final loss relative to the baseline: longer sequences are harder for the RNN, remedies
+    # help, gated cells and the clipped IRNN solve every length.
+    if cell != "rnn":
+        rel = 0.05 + 0.1 * seq_len / 100
+    elif irnn and clip == "norm":
+        rel = 0.08
+    else:
+        rel = 0.2 + 0.8 * min(1.0, seq_len / 50)
+        rel -= 0.15 * (act == "relu") + 0.1 * (init in ("orthogonal", "identity"))
     rel = float(np.clip(rel + 0.04 * rng.standard_normal(), 0.02, 1.5))
     t_idx = np.arange(steps)[:done]
     grad = np.exp(0.3 * rng.standard_normal(done) - 0.5 * t_idx / steps)
-    if clip == "none":
-        grad *= np.where(rng.random(done) < 0.05, 30.0, 1.0)  # occasional spikes
+    # Spikes of the pre-clip norm, with or without clipping (clipping acts after the norm is
+    # taken): frequent and large for the IRNN, occasional for the other vanilla RNNs.
+    p_spike, size = (0.08, 1e4) if irnn else (0.03, 30.0) if cell == "rnn" else (0.0, 1.0)
+    grad *= np.where(rng.random(done) < p_spike, size * np.exp(rng.random(done)), 1.0)
     if diverged:
         grad[-5:] *= np.logspace(1, 6, min(5, done))
+    fired = explosion_steps(grad, EXPLOSION_FACTOR, EXPLOSION_WINDOW)
+    ratio = grad[fired] / np.array(
+        [np.median(grad[max(0, i - EXPLOSION_WINDOW) : i]) for i in fired]
+    )
     clipped = np.minimum(grad, 1.0) if clip == "norm" else grad
     loss = BASELINE * (rel + (1 - rel) * np.exp(-3 * t_idx / steps))
     evals = np.arange(0, done, 20)
@@ -96,6 +127,9 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "horizon_final": horizon(decay_final),
         "diverged": float(diverged),
         "diverged_step": float(div_step),
+        "explosions": float(len(fired)),
+        "explosion_ratio_max": float(ratio.max()) if len(fired) else 0.0,
+        "first_explosion_step": float(fired[0]) if len(fired) else -1.0,
         "solved": float(rel < 0.3 and not diverged),
         "train_seconds": 1.0,
         "steps_done": float(done),
@@ -127,6 +161,8 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "init.name": init,
         "clip.mode": clip,
         "clip.threshold": 1.0,
+        "explosion_factor": EXPLOSION_FACTOR,
+        "explosion_window": EXPLOSION_WINDOW,
         "task.name": "adding",
         "task.seq_len": seq_len,
         "optim.name": "adam",
@@ -161,19 +197,29 @@ def synthetic_runs(
     seeds=(0, 1, 2),
     steps=60,
     rng_seed=0,
+    arms=None,
     n_failed=0,
     n_killed=0,
     n_running=0,
 ) -> list[SyntheticRun]:
     """All runs of the full product grid; the last ``n_failed + n_killed + n_running`` do not end.
 
+    ``arms``: names of study arms (``"tanh", "irnn", "lstm"``... see
+    :data:`bpttlab.report.arms.ARM_NAMES`) crossed with clips, lengths and seeds, instead of the
+    product of ``cells``, ``activations`` and ``inits`` (the star design of the default study).
+
     A run that does not finish keeps its first half of per-step metrics and logs no summary,
     no profile artifact (FAILED: killed by an exception; KILLED: interrupted; RUNNING: in flight).
     """
     rng = np.random.default_rng(rng_seed)
+    if arms is not None:
+        by_name = {name: key for key, name in ARM_NAMES.items()}
+        nets = [by_name[a] for a in arms]
+    else:
+        nets = list(itertools.product(cells, activations, inits))
     runs = [
         _run(c, a, i, k, t, s, steps, rng)
-        for c, a, i, k, t, s in itertools.product(cells, activations, inits, clips, seq_lens, seeds)
+        for (c, a, i), k, t, s in itertools.product(nets, clips, seq_lens, seeds)
     ]
     bad = ["FAILED"] * n_failed + ["KILLED"] * n_killed + ["RUNNING"] * n_running
     for run, status in zip(runs[len(runs) - len(bad) :], bad, strict=True):
@@ -203,7 +249,7 @@ def synthetic_frames(runs: list[SyntheticRun] | None = None, **kwargs):
         row.update({k: v for k, v in r.tags.items()})
         row["seq_len"], row["seed"] = int(r.tags["seq_len"]), int(r.tags["seed"])
         row["sweep_id"] = "synthetic"
-        row.update({k: r.summary.get(k, np.nan) for k in SUMMARY_METRICS})
+        row.update({k: r.summary.get(k, np.nan) for k in RUN_METRICS})
         row.update({f"params.{k}": v for k, v in r.params.items()})
         rows.append(row)
         for metric, (s, v) in r.series.items():
