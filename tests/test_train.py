@@ -54,8 +54,8 @@ def test_short_temporal_order_beats_chance(compose_cfg):
     assert s["final_test_loss"] < math.log(4)
 
 
-UNSTABLE = (
-    "activation=relu",
+UNSTABLE = (  # a linear RNN with W_hh = 1.5 I and large plain SGD steps: the loss goes non-finite
+    "activation=identity",
     "init=identity",
     "init.scale=1.5",
     "clip=none",

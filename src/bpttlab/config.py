@@ -372,7 +372,15 @@ class Config:
     profile_every: int = 100  # temporal-profile checkpoints (plus initialization and the end)
     probe_size: int = 64  # test sequences used for the temporal profile
     dtype: DType = DType.float64
-    grad_ceiling: float = 1e6  # a pre-clip gradient norm above this counts as divergence
+    # divergence (training broke): non-finite loss, gradient or parameters, or a training loss
+    # above divergence_factor x its start whose running median (over divergence_window steps) is
+    # too; see bpttlab.diagnostics.DivergenceMonitor
+    divergence_factor: float = 100.0
+    divergence_window: int = 10
+    # explosion events: a pre-clip gradient norm above explosion_factor x the median of the
+    # previous explosion_window norms (bpttlab.diagnostics.explosion_steps)
+    explosion_factor: float = 10.0
+    explosion_window: int = 50
     horizon_frac: float = 0.1  # gradient horizon: lag where ||dL/dh_t|| < frac * ||dL/dh_T||
 
     def __post_init__(self) -> None:
@@ -383,7 +391,10 @@ class Config:
         _require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
         _require(self.profile_every >= 1, "profile_every", self.profile_every, "an integer >= 1")
         _require(self.probe_size >= 1, "probe_size", self.probe_size, "an integer >= 1")
-        _require(self.grad_ceiling > 0, "grad_ceiling", self.grad_ceiling, "a number > 0")
+        for name in ("divergence_factor", "explosion_factor"):
+            _require(getattr(self, name) > 1, name, getattr(self, name), "a number > 1")
+        for name in ("divergence_window", "explosion_window"):
+            _require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         _require(0 < self.horizon_frac < 1, "horizon_frac", self.horizon_frac, "in (0, 1)")
 
 

@@ -17,7 +17,16 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "DIVERGENCE_FACTOR",
+    "DIVERGENCE_WINDOW",
+    "EXPLOSION_FACTOR",
+    "EXPLOSION_WINDOW",
+    "DivergenceMonitor",
     "decay_rate",
+    "divergence_step",
+    "explosion_ratios",
+    "explosion_steps",
+    "explosion_summary",
     "global_norm",
     "grad_norms",
     "gradient_horizon",
@@ -281,3 +290,154 @@ def global_norm(grads: Mapping[str, np.ndarray], flat: np.ndarray | None = None)
 def param_norms(grads: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Frobenius norm of each gradient array, ``{name: ‖g_name‖}`` (see :func:`grad_norms`)."""
     return grad_norms(grads)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes of a training run: divergence (training broke) and explosions (events)
+# ---------------------------------------------------------------------------------------------
+#: A run diverges when the running median of its training loss exceeds this multiple of its start.
+DIVERGENCE_FACTOR = 100.0
+#: Steps in the running median of the loss (a lone spike is not a divergence).
+DIVERGENCE_WINDOW = 10
+#: A step explodes when its pre-clip norm exceeds this multiple of its recent level.
+EXPLOSION_FACTOR = 10.0
+#: The recent level: the median of the previous ``EXPLOSION_WINDOW`` pre-clip norms.
+EXPLOSION_WINDOW = 50
+#: Previous norms needed before a step can count as an explosion (a level to jump from).
+EXPLOSION_MIN_HISTORY = 10
+
+
+class DivergenceMonitor:
+    """Decides, step by step, whether training broke: the rule of :func:`divergence_step`.
+
+    A step diverges when
+
+    - its loss is not finite (``nan`` or ``inf``), or
+    - its gradient norm (before clipping) is not finite, or
+    - its loss blew up against the start: the loss exceeds ``factor`` times the start (the loss
+      of the first step, at the initial parameters), and so does the median of the last
+      ``window`` losses (this step's included; so at the earliest at step ``window``). The median lets a lone spike pass: training that recovers from an
+      explosion has not diverged.
+
+    Parameters left non-finite by an update are caught by :meth:`params`. A large pre-clip norm
+    alone never counts: clipping exists to make it harmless, and whether it did shows in the
+    loss. The check costs one comparison per step (the median is taken only when the step's own
+    loss is above the threshold).
+    """
+
+    def __init__(self, factor: float = DIVERGENCE_FACTOR, window: int = DIVERGENCE_WINDOW):
+        self.factor = float(factor)
+        self.window = int(window)
+        self.threshold = math.inf  # factor x start, known once the first `window` losses are in
+
+    def __call__(self, losses: np.ndarray, grad_norm: float) -> str:
+        """Why the step whose loss is ``losses[-1]`` diverged, or ``""``.
+
+        ``losses`` holds every training loss so far, this step's last (a view, not copied).
+        """
+        loss = float(losses[-1])
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        if not math.isfinite(grad_norm):
+            return f"non-finite gradient norm ({grad_norm})"
+        n = len(losses)
+        if n == 1:
+            self.threshold = self.factor * loss if loss > 0 else math.inf
+        elif loss > self.threshold and n > self.window:  # a full window after the start
+            recent = float(np.median(losses[n - self.window :]))
+            if recent > self.threshold:
+                start = self.threshold / self.factor
+                return (
+                    f"loss blew up: median of the last {self.window} losses {recent:.3g} > "
+                    f"{self.factor:g} x the start {start:.3g}"
+                )
+        return ""
+
+    @staticmethod
+    def params(flat_params: np.ndarray) -> str:
+        """``"non-finite parameters ..."`` when an update left a parameter non-finite, else ``""``."""
+        if np.isfinite(flat_params).all():
+            return ""
+        return "non-finite parameters after the update"
+
+
+def divergence_step(
+    losses: np.ndarray,
+    grad_norms: np.ndarray,
+    factor: float = DIVERGENCE_FACTOR,
+    window: int = DIVERGENCE_WINDOW,
+) -> tuple[int, str]:
+    """The first step at which a run with these per-step series diverged, and why.
+
+    The offline form of :class:`DivergenceMonitor` (same rule), for recorded series:
+    ``(-1, "")`` when the run never diverged.
+    """
+    losses = np.asarray(losses, dtype=float)
+    grad_norms = np.asarray(grad_norms, dtype=float)
+    monitor = DivergenceMonitor(factor, window)
+    for i in range(len(losses)):
+        reason = monitor(losses[: i + 1], float(grad_norms[i]))
+        if reason:
+            return i, reason
+    return -1, ""
+
+
+def explosion_ratios(
+    norms: np.ndarray,
+    window: int = EXPLOSION_WINDOW,
+    min_history: int = EXPLOSION_MIN_HISTORY,
+) -> np.ndarray:
+    """Each step's pre-clip gradient norm over its recent level, shape ``(n,)``.
+
+    The recent level of step ``s`` is the median of the finite norms among the ``window`` steps
+    before it. The ratio is ``nan`` where fewer than ``min(min_history, window)`` such norms
+    exist or the level is 0; an infinite norm gives ``inf``.
+    """
+    x = np.asarray(norms, dtype=float)
+    n = x.size
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    need = min(min_history, window)
+    prev = np.where(np.isfinite(x), x, np.nan)
+    padded = np.concatenate([np.full(window, np.nan), prev[:-1]])
+    win = np.lib.stride_tricks.sliding_window_view(padded, window)  # row s: steps s-window..s-1
+    count = np.isfinite(win).sum(axis=1)
+    ok = count >= need
+    if not ok.any():
+        return out
+    with np.errstate(all="ignore"):
+        level = np.nanmedian(win[ok], axis=1)
+        ratio = x[ok] / level
+    ratio[~(level > 0)] = np.nan
+    out[ok] = ratio
+    return out
+
+
+def explosion_steps(
+    norms: np.ndarray,
+    factor: float = EXPLOSION_FACTOR,
+    window: int = EXPLOSION_WINDOW,
+) -> np.ndarray:
+    """Steps whose pre-clip norm exceeds ``factor`` x the median of the previous ``window``
+    (see :func:`explosion_ratios`): the explosion events of a run, as step indices."""
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(explosion_ratios(norms, window) > factor)
+
+
+def explosion_summary(
+    norms: np.ndarray,
+    factor: float = EXPLOSION_FACTOR,
+    window: int = EXPLOSION_WINDOW,
+) -> dict[str, float]:
+    """``explosions`` (count), ``first_explosion_step`` (-1 if none) and ``explosion_ratio_max``
+    (the largest finite ratio to the recent level; ``nan`` before any level exists)."""
+    ratios = explosion_ratios(norms, window)
+    with np.errstate(invalid="ignore"):
+        steps = np.flatnonzero(ratios > factor)
+    finite = ratios[np.isfinite(ratios)]
+    return {
+        "explosions": int(steps.size),
+        "first_explosion_step": int(steps[0]) if steps.size else -1,
+        "explosion_ratio_max": float(finite.max()) if finite.size else float("nan"),
+    }

@@ -85,6 +85,8 @@ class RunRecorder:
         Passed to :func:`~bpttlab.diagnostics.gradient_horizon` for the summary.
     steps : int
         The most training steps the run can take (the size of the per-step arrays).
+    explosion_factor, explosion_window : float, int
+        The explosion-event rule (:func:`~bpttlab.diagnostics.explosion_steps`) for the summary.
     flush_points : int
         Per-step metric points gathered before they are handed to the tracker.
     """
@@ -98,6 +100,8 @@ class RunRecorder:
         probe_size: int,
         horizon_frac: float,
         steps: int,
+        explosion_factor: float = diag.EXPLOSION_FACTOR,
+        explosion_window: int = diag.EXPLOSION_WINDOW,
         flush_points: int = FLUSH_POINTS,
     ) -> None:
         self.tracker = tracker
@@ -106,6 +110,8 @@ class RunRecorder:
         self.test = test
         self.probe = _probe(task, test, probe_size)
         self.horizon_frac = horizon_frac
+        self.explosion_factor = explosion_factor
+        self.explosion_window = explosion_window
         self.param_names = tuple(model.params)
         self._param_metrics = tuple(f"grad_norm.{k}" for k in self.param_names)
         self.n_steps = 0  # steps recorded so far: rows 0 .. n_steps - 1 of the arrays below
@@ -141,6 +147,16 @@ class RunRecorder:
         self.n_steps = i + 1
         if self.n_steps - self._written >= self._flush_steps:
             self.write_series()
+
+    @property
+    def losses(self) -> np.ndarray:
+        """The training losses recorded so far, one per step (a view)."""
+        return self.series[: self.n_steps, 0]
+
+    @property
+    def grad_norms(self) -> np.ndarray:
+        """The pre-clip global gradient norms recorded so far, one per step (a view)."""
+        return self.series[: self.n_steps, 1]
 
     def applied(self, loss: float) -> None:
         """The step's update was applied: its loss is the latest training loss."""
@@ -197,6 +213,9 @@ class RunRecorder:
             not diverged and math.isfinite(test_loss) and task.solved(test_loss, test_metric)
         )
         rho0 = self._spectra_init["rho"]
+        explosions = diag.explosion_summary(
+            self.grad_norms, self.explosion_factor, self.explosion_window
+        )
         summary: dict[str, Any] = {
             "final_train_loss": self.last_loss,
             "final_test_loss": test_loss,
@@ -214,6 +233,7 @@ class RunRecorder:
             "gamma": model.activation.gamma,
             "horizon_init": diag.gradient_horizon(prof_init, self.horizon_frac),
             "horizon_final": diag.gradient_horizon(prof_final, self.horizon_frac),
+            **explosions,
             "diverged": int(diverged),
             "diverged_step": diverged_step,
             "solved": int(solved),

@@ -8,14 +8,17 @@ a flat dict of finite numbers (the run's summary). Each training step is::
 
 with evaluations and temporal-profile checkpoints at their cadences. What is recorded (per-step
 series, evaluations, profiles, summary) is the business of :class:`~bpttlab.recorder.RunRecorder`.
-Divergence (a non-finite loss or gradient, or a pre-clip norm above ``grad_ceiling``) stops the run
-cleanly: the offending update is not applied, the summary says ``diverged=1`` and at which step,
-and every number written stays finite.
+Divergence is an outcome: training broke (a non-finite loss, gradient or parameter, or a loss that
+blew up against its start; :class:`~bpttlab.diagnostics.DivergenceMonitor`). It stops the run
+cleanly: the offending update is not applied (an update that leaves a parameter non-finite is the
+one exception, caught right after it), the summary says ``diverged=1`` and at which step, and
+every number written stays finite. Explosions, steps whose pre-clip norm jumps far above its
+recent level, are events counted in the summary (``explosions``); with clipping they are
+harmless, without it they may or may not break training.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -67,17 +70,6 @@ def _cast(dtype, *arrays):
     )
 
 
-def divergence(loss: float, grad_norm: float, ceiling: float) -> str:
-    """Why the step diverged (non-finite loss or gradient, norm above ``ceiling``), or ``""``."""
-    if not math.isfinite(loss):
-        return f"non-finite loss ({loss})"
-    if not math.isfinite(grad_norm):
-        return f"non-finite gradient norm ({grad_norm})"
-    if grad_norm > ceiling:
-        return f"gradient norm {grad_norm:.3g} above ceiling {ceiling:g}"
-    return ""
-
-
 def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> dict[str, Any]:
     """Train one run; return its summary (finite numbers; a non-finite value is left out).
 
@@ -102,7 +94,10 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         probe_size=cfg.probe_size,
         horizon_frac=cfg.horizon_frac,
         steps=cfg.steps,
+        explosion_factor=cfg.explosion_factor,
+        explosion_window=cfg.explosion_window,
     )
+    diverges = diag.DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window)
     with recorder as rec:  # on an exception or interrupt, what was recorded is still written
         rec.profile(0)
         rec.evaluate(0)
@@ -123,11 +118,15 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
                     flat=packed.grad,
                 )
             rec.record_step(loss, param_norms, clip)
-            reason = divergence(loss, clip.norm_before, cfg.grad_ceiling)
+            reason = diverges(rec.losses, clip.norm_before)
             if reason:
                 diverged_step = step  # the offending update is not applied: parameters stay finite
                 break
             optimizer.step(packed.flat_params, packed.flat_grads)  # every parameter at once
+            reason = diverges.params(packed.flat)
+            if reason:
+                diverged_step = step
+                break
             rec.applied(loss)
             done = step + 1
             if done < cfg.steps:  # the final evaluation and profile follow the loop
