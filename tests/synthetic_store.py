@@ -26,16 +26,12 @@ import numpy as np
 import pandas as pd
 
 from bpttlab.activations import get_activation
+from bpttlab.diagnostics import explosion_summary
 from bpttlab.report.arms import ARM_NAMES
-from bpttlab.report.figures import explosion_steps
 from bpttlab.tracking.reader import PROFILE_ARTIFACT, SUMMARY_METRICS
 
-# The explosion rule the runs record (explosion_factor, explosion_window).
+# The explosion rule the runs record (params explosion_factor, explosion_window).
 EXPLOSION_FACTOR, EXPLOSION_WINDOW = 10.0, 50
-# Summary metrics of a run, read back (the reader's own list and the explosion counts).
-RUN_METRICS = tuple(
-    dict.fromkeys((*SUMMARY_METRICS, "explosions", "explosion_ratio_max", "first_explosion_step"))
-)
 STUDY = dict(
     arms=("tanh", "orthogonal", "relu", "irnn", "lstm", "gru"),
     clips=("none", "norm"),
@@ -96,10 +92,7 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
     grad *= np.where(rng.random(done) < p_spike, size * np.exp(rng.random(done)), 1.0)
     if diverged:
         grad[-5:] *= np.logspace(1, 6, min(5, done))
-    fired = explosion_steps(grad, EXPLOSION_FACTOR, EXPLOSION_WINDOW)
-    ratio = grad[fired] / np.array(
-        [np.median(grad[max(0, i - EXPLOSION_WINDOW) : i]) for i in fired]
-    )
+    explosions = explosion_summary(grad, EXPLOSION_FACTOR, EXPLOSION_WINDOW)
     clipped = np.minimum(grad, 1.0) if clip == "norm" else grad
     loss = BASELINE * (rel + (1 - rel) * np.exp(-3 * t_idx / steps))
     evals = np.arange(0, done, 20)
@@ -127,9 +120,7 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "horizon_final": horizon(decay_final),
         "diverged": float(diverged),
         "diverged_step": float(div_step),
-        "explosions": float(len(fired)),
-        "explosion_ratio_max": float(ratio.max()) if len(fired) else 0.0,
-        "first_explosion_step": float(fired[0]) if len(fired) else -1.0,
+        **{k: float(v) for k, v in explosions.items()},
         "solved": float(rel < 0.3 and not diverged),
         "train_seconds": 1.0,
         "steps_done": float(done),
@@ -249,7 +240,7 @@ def synthetic_frames(runs: list[SyntheticRun] | None = None, **kwargs):
         row.update({k: v for k, v in r.tags.items()})
         row["seq_len"], row["seed"] = int(r.tags["seq_len"]), int(r.tags["seed"])
         row["sweep_id"] = "synthetic"
-        row.update({k: r.summary.get(k, np.nan) for k in RUN_METRICS})
+        row.update({k: r.summary.get(k, np.nan) for k in SUMMARY_METRICS})
         row.update({f"params.{k}": v for k, v in r.params.items()})
         rows.append(row)
         for metric, (s, v) in r.series.items():

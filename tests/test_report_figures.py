@@ -8,10 +8,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
+from bpttlab.diagnostics import explosion_steps  # noqa: E402
 from bpttlab.report import figures as F  # noqa: E402
 from bpttlab.report import tables as T  # noqa: E402
 from bpttlab.report.arms import with_arm  # noqa: E402
-from bpttlab.report.figures import explosion_steps  # noqa: E402
 from synthetic_store import STUDY, synthetic_frames  # noqa: E402
 
 

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
+from bpttlab.diagnostics import EXPLOSION_FACTOR, EXPLOSION_WINDOW, explosion_steps
 from bpttlab.report.arms import ARM_AXES, ARM_ORDER, arm_levels, with_arm
 from bpttlab.report.style import style as figure_style
 from bpttlab.tracking.reader import AXES
@@ -49,22 +50,6 @@ AXIS_LABEL = {
     "seq_len": "sequence length T",
 }
 PHASE_LABEL = {"init": "at initialization", "final": "after training", "mid": "mid-training"}
-
-
-# Explosion events on a per-step norm curve: the project's rule (bpttlab.diagnostics).
-def explosion_steps(norms, factor: float = 10.0, window: int = 50) -> np.ndarray:
-    """Steps whose norm exceeds ``factor`` x the median of the previous ``window`` norms.
-
-    Step 0 has no previous norm and is never an explosion; non-finite norms are not counted.
-    """
-    norms = np.asarray(norms, dtype=float)
-    out = []
-    for i in range(1, norms.size):
-        prev = norms[max(0, i - int(window)) : i]
-        prev = prev[np.isfinite(prev)]
-        if prev.size and np.isfinite(norms[i]) and norms[i] > factor * np.median(prev):
-            out.append(i)
-    return np.asarray(out, dtype=int)
 
 
 # A temporal profile counts as vanishing when the gradient reaching the first step is below
@@ -409,8 +394,8 @@ def _explosion_rule(run: pd.Series) -> tuple[float, int]:
     factor = pd.to_numeric(run.get("params.explosion_factor"), errors="coerce")
     window = pd.to_numeric(run.get("params.explosion_window"), errors="coerce")
     return (
-        float(factor) if pd.notna(factor) else 10.0,
-        int(window) if pd.notna(window) else 50,
+        float(factor) if pd.notna(factor) else EXPLOSION_FACTOR,
+        int(window) if pd.notna(window) else EXPLOSION_WINDOW,
     )
 
 
@@ -438,12 +423,18 @@ def fig_grad_norm_training(
     if chosen:
         sub = sub[(sub["arm"] == chosen["arm"]) & (sub["seq_len"] == chosen["seq_len"])]
     data = steps[steps["metric"] == metric].merge(sub[["run_id", "clip"]], on="run_id")
-    data = data[np.isfinite(data["value"]) & (data["value"] > 0)].sort_values(["run_id", "step"])
+    data = data.sort_values(["run_id", "step"])
+    # Explosions by the run's own rule, on its whole series (non-finite steps included).
+    hits = {
+        rid: r["step"].to_numpy()[explosion_steps(r["value"].to_numpy(), *_explosion_rule(row))]
+        for rid, r in data.groupby("run_id")
+        for row in [sub.set_index("run_id").loc[rid]]
+    }
+    data = data[np.isfinite(data["value"]) & (data["value"] > 0)]
     if data.empty:
         return _empty(f"No per-step '{metric}' values for these runs.")
     clips = levels(data, "clip")
     colors = palette("clip", clips)
-    by_id = sub.set_index("run_id")
     diverged = sub[(sub["diverged"] == 1) & sub["run_id"].isin(data["run_id"])]
     threshold = None
     if "params.clip.threshold" in sub and "norm" in clips:
@@ -459,11 +450,11 @@ def fig_grad_norm_training(
             n_exp[clip] = 0
             for rid, r in d.groupby("run_id"):
                 ax.plot(r["step"], r["value"], color=colors[clip], lw=0.6, alpha=0.4)
-                hit = explosion_steps(r["value"].to_numpy(), *_explosion_rule(by_id.loc[rid]))
-                n_exp[clip] += len(hit)
-                if len(hit):
+                n_exp[clip] += len(hits[rid])
+                at = r[r["step"].isin(hits[rid])]  # explosions to an infinite norm: the cross
+                if len(at):
                     ax.plot(
-                        r["step"].to_numpy()[hit], r["value"].to_numpy()[hit], marker="^",
+                        at["step"].to_numpy(), at["value"].to_numpy(), marker="^",
                         ms=6, color="tab:red", mec="black", mew=0.5, ls="none",
                     )  # fmt: skip
             med = d.groupby("step")["value"].median()

@@ -124,14 +124,17 @@ def _by_length(rows: pd.DataFrame) -> pd.DataFrame:
     return per if len(per) else rows[rows["slice_kind"] == "all"]
 
 
-def _arm_clause(rows: pd.DataFrame) -> str:
-    """Where a remedy broken down by arm has an effect (pooled over lengths)."""
+def _arm_clause(rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Where a remedy broken down by arm has an effect (pooled over lengths), and the rows of
+    the effects the clause states (arm rows without an interval are not stated)."""
     per_arm = rows[(rows["slice_kind"] == "arm") & rows["outcome"].isin(PRIMARY)]
     if per_arm["slice_value"].nunique() < 2:
-        return ""
+        return "", per_arm.iloc[:0]
     sig = per_arm[per_arm["excludes_zero"]]
+    with_ci = per_arm[per_arm["ci_low"].notna()]
     if sig.empty:
-        return f" By arm (pooled over lengths), no single arm shows an {NULL.removeprefix('no ')}."
+        text = f" By arm (pooled over lengths), no single arm shows an {NULL.removeprefix('no ')}."
+        return text, with_ci
     parts = []
     for arm in arm_levels(sig["slice_value"]):
         a = sig[sig["slice_value"] == arm]
@@ -141,16 +144,11 @@ def _arm_clause(rows: pd.DataFrame) -> str:
             verb = "lowers" if r["diff"] < 0 else "raises"
             effects.append(f"{verb} the {name} by {fmt(r['outcome'], r['diff'])} ({_ci(r)})")
         parts.append(f"for {arm_phrase(arm)} it " + _and(effects))
-    others = [
-        arm_phrase(a)
-        for a in arm_levels(per_arm["slice_value"])
-        if a not in set(sig["slice_value"])
-        and per_arm.loc[per_arm["slice_value"] == a, "ci_low"].notna().any()
-    ]
+    others = [a for a in arm_levels(with_ci["slice_value"]) if a not in set(sig["slice_value"])]
     text = " By arm (pooled over lengths): " + "; ".join(parts)
     if others:
-        text += f"; {NULL} for {_and(others)}"
-    return text + "."
+        text += f"; {NULL} for {_and(arm_phrase(a) for a in others)}"
+    return text + ".", pd.concat([sig, with_ci[with_ci["slice_value"].isin(others)]])
 
 
 def explosion_clause(rows: pd.DataFrame, runs: pd.DataFrame, remedy: Remedy) -> str:
@@ -229,8 +227,9 @@ def findings(
         text = f"**{rem.label}** ({where}; {n_pairs} matched pairs over {n_seeds} seeds): "
         text += "; ".join(clauses) + "."
         if rem.by_arm:
-            text += _arm_clause(rows)
-            stated.append(rows[(rows["slice_kind"] == "arm") & rows["outcome"].isin(PRIMARY)])
+            clause, arm_rows = _arm_clause(rows)
+            text += clause
+            stated.append(arm_rows)
         if rem.axis == "clip":
             text += explosion_clause(rows, runs, rem)
             stated.append(rows[(rows["outcome"] == "explosions") & (rows["slice_kind"] == "all")])
