@@ -5,10 +5,11 @@ frames the figures and tables take).
 
 The numbers follow the shape of the study, not its values: the vanilla RNN's temporal profile
 decays geometrically at a rate below the bound log(sigma_max * gamma); gated cells decay slowly;
-the pre-clip gradient norm of the vanilla RNN explodes now and then (the IRNN's often, by 1e4),
+the pre-clip gradient norm of the vanilla RNN explodes now and then (the IRNN's and the SGD
+arms' often, by 1e4),
 with or without clipping, and norm clipping prevents most divergences; ReLU, orthogonal/identity
 init and gated cells lower the final loss, gated cells and the clipped IRNN solve every length.
-``STUDY`` is the default study's star design (six arms x clipping x three lengths x three seeds).
+``STUDY`` is the default study's star design (eight arms x clipping x two lengths x three seeds).
 Everything is a deterministic function of ``rng_seed``.
 """
 
@@ -33,9 +34,9 @@ from bpttlab.tracking.reader import PROFILE_ARTIFACT, SUMMARY_METRICS
 # The explosion rule the runs record (params explosion_factor, explosion_window).
 EXPLOSION_FACTOR, EXPLOSION_WINDOW = 10.0, 50
 STUDY = dict(
-    arms=("tanh", "orthogonal", "relu", "irnn", "lstm", "gru"),
+    arms=("tanh", "orthogonal", "relu", "irnn", "lstm", "gru", "tanh_gain_sgd", "irnn_sgd"),
     clips=("none", "norm"),
-    seq_lens=(10, 50, 100),
+    seq_lens=(30, 100),
     seeds=(0, 1, 2),
 )
 SIGMA = {"xavier": 1.3, "orthogonal": 1.0, "identity": 1.0, "normal": 1.6, "default": 0.8}
@@ -57,11 +58,11 @@ class SyntheticRun:
     run_id: str = field(default="")
 
 
-def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
+def _run(cell, act, init, clip, seq_len, seed, steps, rng, optim="adam") -> SyntheticRun:
     gamma = get_activation(act).gamma
     sigma = SIGMA.get(init, 1.1) * np.exp(0.03 * rng.standard_normal())
     log_bound = float(np.log(sigma * gamma))
-    irnn = (cell, act, init) == ("rnn", "relu", "identity")
+    irnn = (cell, act, init) == ("rnn", "relu", "identity") or optim == "sgd"  # explode
     if cell == "rnn":
         decay = log_bound - 0.25 - 0.05 * abs(rng.standard_normal())  # below the bound
     else:
@@ -156,26 +157,27 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "explosion_window": EXPLOSION_WINDOW,
         "task.name": "adding",
         "task.seq_len": seq_len,
-        "optim.name": "adam",
+        "optim.name": optim,
         "optim.lr": 0.001,
         "seed": seed,
         "steps": steps,
         "tracking.uri": "sqlite:///synthetic",
         "study": "synthetic",
     }
+    name = f"{cell}-{act}-{init}-{optim}-{clip}-T{seq_len}-s{seed}"
     tags = {
         "cell": cell,
         "activation": act,
         "init": init,
         "clip": clip,
+        "optim": optim,
         "task": "adding",
         "seq_len": str(seq_len),
         "seed": str(seed),
-        "config_hash": f"{zlib.crc32(f'{cell}{act}{init}{clip}{seq_len}{seed}'.encode()):08x}",
+        "config_hash": f"{zlib.crc32(name.encode()):08x}",
         "code_version": "synthetic",
         "experiment_file": "experiments/synthetic.yaml",
     }
-    name = f"{cell}-{act}-{init}-{clip}-T{seq_len}-s{seed}"
     return SyntheticRun(tags, config, summary, series, ks, norms, run_name=name)
 
 
@@ -207,10 +209,10 @@ def synthetic_runs(
         by_name = {name: key for key, name in ARM_NAMES.items()}
         nets = [by_name[a] for a in arms]
     else:
-        nets = list(itertools.product(cells, activations, inits))
+        nets = [(*net, "adam") for net in itertools.product(cells, activations, inits)]
     runs = [
-        _run(c, a, i, k, t, s, steps, rng)
-        for (c, a, i), k, t, s in itertools.product(nets, clips, seq_lens, seeds)
+        _run(c, a, i, k, t, s, steps, rng, optim=o)
+        for (c, a, i, o), k, t, s in itertools.product(nets, clips, seq_lens, seeds)
     ]
     bad = ["FAILED"] * n_failed + ["KILLED"] * n_killed + ["RUNNING"] * n_running
     for run, status in zip(runs[len(runs) - len(bad) :], bad, strict=True):

@@ -64,11 +64,11 @@ def test_temporal_profile_is_drawn_at_the_vanishing_arms(study):
 def test_temporal_profile_median_is_the_median_over_seeds(study):
     runs, _, profiles = study
     fig = F.fig_temporal_profile(
-        profiles, runs, arms=["tanh"], phases=("init",), where={"clip": "none", "seq_len": 50}
+        profiles, runs, arms=["tanh"], phases=("init",), where={"clip": "none", "seq_len": 30}
     )
     ax = _panels(fig)[0]
     sel = runs[(runs.cell == "rnn") & (runs.init == "xavier") & (runs.activation == "tanh")]
-    sel = sel[(sel["clip"] == "none") & (sel.seq_len == 50)]
+    sel = sel[(sel["clip"] == "none") & (sel.seq_len == 30)]
     p = profiles[profiles.run_id.isin(sel.run_id) & (profiles.phase == "init")]
     expect = p.groupby("lag")["norm"].median()
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), expect.to_numpy())
@@ -97,7 +97,8 @@ def test_grad_norm_training_at_the_exploding_arm_marks_explosions_and_divergence
     # The slice rule by hand: the (arm, T) with the most explosions per run without clipping.
     off = with_arm(runs[runs["clip"] == "none"])
     most = off.groupby(["arm", "seq_len"])["explosions"].mean().idxmax()
-    assert (info["slice"]["arm"], info["slice"]["seq_len"]) == most == ("irnn", 100)
+    assert (info["slice"]["arm"], info["slice"]["seq_len"]) == most
+    assert most[0] in ("irnn", "irnn_sgd", "tanh_gain_sgd")  # an arm that explodes
     sub = with_arm(runs)
     sub = sub[(sub.arm == most[0]) & (sub.seq_len == most[1])]
     axes = _panels(fig)
@@ -141,7 +142,7 @@ def test_loss_vs_seqlen_lines_per_arm_and_missing_values(study):
         assert len(ax.containers) == have.arm.nunique() >= 1  # one errorbar line per arm
         refs = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [1.0, 1.0]]
         assert len(refs) == 1  # chance line at 1
-        assert ax.get_xscale() == "log"  # 10 -> 100 is a geometric range
+        assert list(ax.get_xticks()) == [30, 100]  # ticks at the swept lengths only
         drawn = F.levels(have, "arm")  # the lines of this panel, in the legend's order
         last = have[have.arm == drawn[-1]].groupby("seq_len")["final_test_loss_rel"].mean()
         np.testing.assert_allclose(ax.containers[-1].lines[0].get_ydata(), last.to_numpy())

@@ -19,7 +19,12 @@ from bpttlab.tracking.lifecycle import run_tags
 ROOT = project_root()
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
-BUNDLES = sorted(p.stem for p in (ROOT / "experiments" / "repro_cells").glob("*.yaml"))
+#: (experiment file, bundle folder, bundle) for every bundle added with +experiments/FOLDER=NAME
+BUNDLES = [
+    (experiment, folder, p.stem)
+    for experiment, folder in (("repro_adding", "repro_cells"), ("default", "study_arms"))
+    for p in sorted((ROOT / "experiments" / folder).glob("*.yaml"))
+]
 
 #: group -> (field of the composed group node that names the option, registry of valid choices)
 CHOICE_FIELDS = {
@@ -69,7 +74,7 @@ def test_every_experiment_records_the_options_it_runs(experiment):
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     for key, values in params.items():
         name = str(key).lstrip("+")
-        if name in CHOICE_FIELDS or name == "experiments/repro_cells":
+        if name in CHOICE_FIELDS or name.startswith("experiments/"):
             for value in str(values).split(","):
                 sub = _compose(f"experiments={experiment}", f"{key}={value}")
                 _assert_choices_true(sub, f"{experiment} {key}={value}")
@@ -85,14 +90,15 @@ def test_a_command_line_choice_beats_the_experiment_file(experiment):
         assert cfg.hydra.runtime.choices[group] == other
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
-def test_a_command_line_choice_beats_a_cell_bundle(bundle):
-    cfg = _compose("experiments=repro_adding", f"+experiments/repro_cells={bundle}", "model=gru")
+@pytest.mark.parametrize(("experiment", "folder", "bundle"), BUNDLES)
+def test_a_command_line_choice_beats_a_bundle(experiment, folder, bundle):
+    added = f"+experiments/{folder}={bundle}"
+    cfg = _compose(f"experiments={experiment}", added, "model=gru")
     assert _val(cfg, "model") == "gru" and cfg.hydra.runtime.choices["model"] == "gru"
-    cfg = _compose(
-        "experiments=repro_adding", f"+experiments/repro_cells={bundle}", "activation=sigmoid"
-    )
+    cfg = _compose(f"experiments={experiment}", added, "activation=sigmoid")
     assert _val(cfg, "activation") == "sigmoid"
+    cfg = _compose(f"experiments={experiment}", added, "optim=momentum")
+    assert _val(cfg, "optim") == "momentum" and "beta1" not in cfg.optim
 
 
 def test_smart_init_is_recorded_as_smart():

@@ -316,8 +316,8 @@ class DivergenceMonitor:
     - its gradient norm (before clipping) is not finite, or
     - its loss blew up against the start: the loss exceeds ``factor`` times the start (the loss
       of the first step, at the initial parameters), and so does the median of the last
-      ``window`` losses (this step's included; so at the earliest at step ``window``). The median lets a lone spike pass: training that recovers from an
-      explosion has not diverged.
+      ``window`` losses (this step's included; so at the earliest at step ``window``). The
+      median lets a lone spike pass: training that recovers from an explosion has not diverged.
 
     Parameters left non-finite by an update are caught by :meth:`params`. A large pre-clip norm
     alone never counts: clipping exists to make it harmless, and whether it did shows in the
@@ -355,7 +355,7 @@ class DivergenceMonitor:
 
     @staticmethod
     def params(flat_params: np.ndarray) -> str:
-        """``"non-finite parameters ..."`` when an update left a parameter non-finite, else ``""``."""
+        """Why the parameters after an update are unusable (a non-finite entry), or ``""``."""
         if np.isfinite(flat_params).all():
             return ""
         return "non-finite parameters after the update"

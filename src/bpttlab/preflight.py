@@ -216,9 +216,21 @@ def assemble_jobs(
             if _is_group_override(key, root):
                 cfg = _compose_one(compose, [*fixed, ov], ov)
                 plain = {k: v for k, v in _plain(cfg).items() if k != "hydra"}
-                if key.startswith("+"):  # a bundle: every leaf it changed
+                if key.startswith("+"):  # a bundle: every leaf it changed...
                     leaves = _leaves(plain)
                     changes = {k: v for k, v in leaves.items() if base_leaves.get(k, None) != v}
+                    # ...and, for a group whose option it chose (optim: adam -> sgd), the whole
+                    # subtree, so the old option's fields do not linger
+                    for group, node in plain.items():
+                        old = base_plain.get(group)
+                        if isinstance(node, dict) and isinstance(old, dict) and node != old:
+                            if set(_leaves(node)) != set(_leaves(old)):
+                                changes = {
+                                    k: v
+                                    for k, v in changes.items()
+                                    if not k.startswith(f"{group}.")
+                                }
+                                changes[group] = copy.deepcopy(node)
                     effects[ov] = (0, changes)
                 else:  # a group choice: its whole subtree
                     group = key.lstrip("+~")
@@ -238,7 +250,7 @@ def assemble_jobs(
         for ov in sorted((o for o in job if o in effects), key=lambda o: effects[o][0]):
             rank, changes = effects[ov]
             for k, v in changes.items():
-                if rank == 1:
+                if rank == 1 or (rank == 0 and "." not in k and isinstance(v, dict)):
                     d[k] = copy.deepcopy(v)
                 else:
                     _set(d, k, copy.deepcopy(v))

@@ -309,6 +309,30 @@ def fig_temporal_profile(
     return fig
 
 
+def _mean_field_slopes(runs: pd.DataFrame) -> pd.Series:
+    """The mean-field decay rate ``½·log χ`` of each run at initialization, NaN where the theory
+    does not apply (:func:`bpttlab.mean_field.run_variances`: tanh RNNs with i.i.d. ``W_hh``)."""
+    from bpttlab import mean_field
+
+    params = [c for c in runs.columns if str(c).startswith("params.")]
+    cache: dict[tuple, float] = {}
+    out = []
+    for _, r in runs[params].iterrows():
+        cfg = {k[len("params.") :]: v for k, v in r.items()}
+        try:
+            v = mean_field.run_variances(cfg)
+        except (ValueError, TypeError):  # a config the theory cannot read (e.g. smart input)
+            v = None
+        if v is None:
+            out.append(np.nan)
+            continue
+        key = (v["g"], v["sigma_in2"], v["sigma_b2"])
+        if key not in cache:
+            cache[key] = mean_field.predicted_decay_rate(*key)
+        out.append(cache[key])
+    return pd.Series(out, index=runs.index, dtype=float)
+
+
 def fig_decay_vs_bound(
     runs: pd.DataFrame,
     phase: str = "init",
@@ -321,6 +345,18 @@ def fig_decay_vs_bound(
     The bound says ``||dL/dh_{t-1}|| / ||dL/dh_t|| <= sigma_max(W_hh) * gamma``, so for a vanilla
     RNN every point lies on or below ``y = x``; points above it (ringed in red) would violate the
     inequality. Gated cells are not covered by the bound and are shown for comparison.
+
+    At initialization, runs the mean-field theory covers also get a black cross at the slope it
+    predicts, ``½·log χ`` (:mod:`bpttlab.mean_field`), at the run's own x: the bound says where a
+    run must lie, the theory where it will. It covers tanh RNNs whose ``W_hh`` entries are i.i.d.
+    with a variance fixed by the scheme: ``normal`` (Gaussian, ``g = σ√N``) and, by the same
+    large-N argument (only the variance enters, the summed pre-activations are Gaussian whatever
+    the entries' law), ``xavier`` (Glorot uniform, ``g = gain``), ``uniform`` and ``default``
+    (with their bias variance); a draw rescaled to a spectral radius ``ρ`` (and ``smart``) is
+    taken as ``g = ρ``, the circular law. Orthogonal and identity ``W_hh`` are not i.i.d.: no
+    prediction is drawn for them, nor for gated cells or other activations. The input variance
+    comes from the task's inputs and ``W_ih``'s scheme. ``fig.bpttlab_info`` gives the number of
+    covered runs and the median |measured − predicted|.
     """
     if phase not in ("init", "final"):
         raise ValueError(f"phase={phase!r}; valid: 'init', 'final'")
@@ -334,11 +370,16 @@ def fig_decay_vs_bound(
     above = covered[covered[y] > covered[x] + tol]
     hues = levels(data, hue)
     styles = levels(data, style) if style else None
+    predicted = _mean_field_slopes(data) if phase == "init" else None
+    covered_mf = predicted.notna() if predicted is not None else None
     with figure_style():
         fig = Figure(figsize=(7.2, 5.2), layout="constrained")
         ax = fig.subplots()
         lo = float(min(data[x].min(), data[y].min()))
         hi = float(max(data[x].max(), data[y].max()))
+        if covered_mf is not None and covered_mf.any():
+            lo = min(lo, float(predicted[covered_mf].min()))
+            hi = max(hi, float(predicted[covered_mf].max()))
         pad = 0.05 * (hi - lo or 1.0)
         lims = (lo - pad, hi + pad)
         ax.fill_between(lims, lims, [lims[1]] * 2, color="tab:red", alpha=0.06, lw=0)
@@ -356,6 +397,16 @@ def fig_decay_vs_bound(
             s=40,
             alpha=0.85,
         )
+        if covered_mf is not None and covered_mf.any():
+            ax.scatter(
+                data.loc[covered_mf, x],
+                predicted[covered_mf],
+                marker="x",
+                s=30,
+                color="k",
+                linewidths=1.2,
+                label="mean field ½·log χ\n(tanh RNN, i.i.d. W_hh)",
+            )
         if not above.empty:
             ax.scatter(
                 above[x],
@@ -380,6 +431,12 @@ def fig_decay_vs_bound(
         "n_above": len(above),
         "n_covered": len(covered),
         "above_by_cell": above.groupby(hue).size().to_dict(),
+        "n_mean_field": int(covered_mf.sum()) if covered_mf is not None else 0,
+        "mean_field_median_abs_error": (
+            float((data.loc[covered_mf, y] - predicted[covered_mf]).abs().median())
+            if covered_mf is not None and covered_mf.any()
+            else float("nan")
+        ),
     }
     return fig
 

@@ -277,7 +277,7 @@ def _slices(pairs: pd.DataFrame, remedy: Remedy, breakdown: bool) -> list[tuple[
 def remedy_pairs(runs: pd.DataFrame, remedy: Remedy, outcome: str) -> pd.DataFrame:
     """:func:`paired_differences` plus the ``arm`` of each pair when the remedy keeps it fixed."""
     pairs = paired_differences(runs, remedy, outcome)
-    if not pairs.empty and set(ARM_AXES) <= set(pairs.columns):
+    if not pairs.empty and set(ARM_AXES[:3]) <= set(pairs.columns):
         pairs["arm"] = arms(pairs).to_numpy()
     return pairs
 

@@ -29,7 +29,16 @@ from bpttlab.report.render import render_html, render_markdown, save_figure  # n
 from bpttlab.reproduce import protocol as C  # noqa: E402
 
 #: Reproductions in report order.
-NAMES = ("bound", "cliff", "gradnorm_time", "adding", "temporal_order", "latch", "copy_digits")
+NAMES = (
+    "bound",
+    "cliff",
+    "gradnorm_time",
+    "adding",
+    "temporal_order",
+    "latch",
+    "copy_digits",
+    "mean_field",
+)
 
 
 def available() -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 # Study axes recorded as run tags, in the order tables and figures list them.
-AXES = ("cell", "activation", "init", "clip", "task", "seq_len")
+AXES = ("cell", "activation", "init", "clip", "optim", "task", "seq_len")
 # Provenance tags every run carries.
 RUN_TAGS = ("seed", "sweep_id", "config_hash", "code_version", "experiment_file")
 # One value per run, logged once at the end of training.
