@@ -71,7 +71,7 @@ sweep: $(STAMP) ## Run the study grid experiments/$(EXP).yaml in parallel, track
 smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
 	$(MAKE) sweep EXP=smoke
 
-ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store (Ctrl-C stops it)
+ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store, printing each study's runs-table link (Ctrl-C stops it)
 	$(PY) -m bpttlab.tools.ui --host $(HOST) --port $(UI_PORT)
 
 report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the newest sweep in MLflow, no training
@@ -79,12 +79,15 @@ report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the ne
 
 CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
 
-report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (installs Debian's chromium via apt-get if missing)
+report-check: $(STAMP) ## Screenshot reports/report.html in headless Chromium (installs Debian's chromium via apt-get, as root or with sudo, if missing)
 	@test -f reports/report.html || { echo "no reports/report.html: run make report first"; exit 1; }
 	@if ! $(PY) -c 'import sys; from bpttlab.tools.screenshot import find_chromium; sys.exit(find_chromium() is None)'; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "chromium is not installed; installing it: $(CHROMIUM_INSTALL)"; \
 	    export DEBIAN_FRONTEND=noninteractive; $(CHROMIUM_INSTALL) || exit 1; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then \
+	    echo "chromium is not installed; installing it: sudo $(subst &&,&& sudo,$(CHROMIUM_INSTALL))"; \
+	    sudo -n env DEBIAN_FRONTEND=noninteractive sh -c '$(CHROMIUM_INSTALL)' || exit 1; \
 	  else \
 	    echo "chromium is not installed; install it with: sudo $(subst &&,&& sudo,$(CHROMIUM_INSTALL))"; exit 1; \
 	  fi; \

@@ -5,8 +5,12 @@ frames the figures and tables take).
 
 The numbers follow the shape of the study, not its values: the vanilla RNN's temporal profile
 decays geometrically at a rate below the bound log(sigma_max * gamma); gated cells decay slowly;
-norm clipping prevents most divergences; ReLU, orthogonal/identity init and gated cells lower the
-final loss. Everything is a deterministic function of ``rng_seed``.
+the pre-clip gradient norm of the vanilla RNN explodes now and then (the IRNN's and the SGD
+arms' often, by 1e4),
+with or without clipping, and norm clipping prevents most divergences; ReLU, orthogonal/identity
+init and gated cells lower the final loss, gated cells and the clipped IRNN solve every length.
+``STUDY`` is the default study's star design (eight arms x clipping x two lengths x three seeds).
+Everything is a deterministic function of ``rng_seed``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,18 @@ import numpy as np
 import pandas as pd
 
 from bpttlab.activations import get_activation
+from bpttlab.diagnostics import explosion_summary
+from bpttlab.report.arms import ARM_NAMES
 from bpttlab.tracking.reader import PROFILE_ARTIFACT, SUMMARY_METRICS
 
+# The explosion rule the runs record (params explosion_factor, explosion_window).
+EXPLOSION_FACTOR, EXPLOSION_WINDOW = 10.0, 50
+STUDY = dict(
+    arms=("tanh", "orthogonal", "relu", "irnn", "lstm", "gru", "tanh_gain_sgd", "irnn_sgd"),
+    clips=("none", "norm"),
+    seq_lens=(30, 100),
+    seeds=(0, 1, 2),
+)
 SIGMA = {"xavier": 1.3, "orthogonal": 1.0, "identity": 1.0, "normal": 1.6, "default": 0.8}
 BASELINE = 1.0 / 6.0  # adding task: predicting the mean
 
@@ -44,31 +58,42 @@ class SyntheticRun:
     run_id: str = field(default="")
 
 
-def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
+def _run(cell, act, init, clip, seq_len, seed, steps, rng, optim="adam") -> SyntheticRun:
     gamma = get_activation(act).gamma
     sigma = SIGMA.get(init, 1.1) * np.exp(0.03 * rng.standard_normal())
     log_bound = float(np.log(sigma * gamma))
+    irnn = (cell, act, init) == ("rnn", "relu", "identity") or optim == "sgd"  # explode
     if cell == "rnn":
         decay = log_bound - 0.25 - 0.05 * abs(rng.standard_normal())  # below the bound
     else:
         decay = -0.04 + 0.01 * rng.standard_normal()  # gated: slow decay
     decay_final = 0.7 * decay
-    # Divergence: likely without clipping for an RNN with sigma > 1, rare with clipping.
-    p_div = 0.7 if (cell == "rnn" and sigma * gamma > 1.05) else 0.1
-    p_div *= 0.1 if clip == "norm" else 1.0
+    # Divergence: likely without clipping for an RNN with sigma > 1 and for the IRNN, rare with
+    # clipping.
+    p_div = 0.7 if (cell == "rnn" and (sigma * gamma > 1.05 or irnn)) else 0.1
+    p_div *= 0.05 if clip == "norm" else 1.0
     diverged = bool(rng.random() < p_div)
     div_step = int(rng.integers(steps // 3, steps - 1)) if diverged else -1
     done = div_step + 1 if diverged else steps
-    # Final loss relative to the baseline: longer sequences are harder, remedies help.
-    rel = 0.55 + 0.4 * seq_len / 40 if cell == "rnn" else 0.25 + 0.1 * seq_len / 40
-    rel -= 0.15 * (act == "relu") + 0.1 * (init in ("orthogonal", "identity"))
+    # Final loss relative to the baseline: longer sequences are harder for the RNN, remedies
+    # help, gated cells and the clipped IRNN solve every length.
+    if cell != "rnn":
+        rel = 0.05 + 0.1 * seq_len / 100
+    elif irnn and clip == "norm":
+        rel = 0.08
+    else:
+        rel = 0.2 + 0.8 * min(1.0, seq_len / 50)
+        rel -= 0.15 * (act == "relu") + 0.1 * (init in ("orthogonal", "identity"))
     rel = float(np.clip(rel + 0.04 * rng.standard_normal(), 0.02, 1.5))
     t_idx = np.arange(steps)[:done]
     grad = np.exp(0.3 * rng.standard_normal(done) - 0.5 * t_idx / steps)
-    if clip == "none":
-        grad *= np.where(rng.random(done) < 0.05, 30.0, 1.0)  # occasional spikes
+    # Spikes of the pre-clip norm, with or without clipping (clipping acts after the norm is
+    # taken): frequent and large for the IRNN, occasional for the other vanilla RNNs.
+    p_spike, size = (0.08, 1e4) if irnn else (0.03, 30.0) if cell == "rnn" else (0.0, 1.0)
+    grad *= np.where(rng.random(done) < p_spike, size * np.exp(rng.random(done)), 1.0)
     if diverged:
         grad[-5:] *= np.logspace(1, 6, min(5, done))
+    explosions = explosion_summary(grad, EXPLOSION_FACTOR, EXPLOSION_WINDOW)
     clipped = np.minimum(grad, 1.0) if clip == "norm" else grad
     loss = BASELINE * (rel + (1 - rel) * np.exp(-3 * t_idx / steps))
     evals = np.arange(0, done, 20)
@@ -96,6 +121,7 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "horizon_final": horizon(decay_final),
         "diverged": float(diverged),
         "diverged_step": float(div_step),
+        **{k: float(v) for k, v in explosions.items()},
         "solved": float(rel < 0.3 and not diverged),
         "train_seconds": 1.0,
         "steps_done": float(done),
@@ -127,28 +153,31 @@ def _run(cell, act, init, clip, seq_len, seed, steps, rng) -> SyntheticRun:
         "init.name": init,
         "clip.mode": clip,
         "clip.threshold": 1.0,
+        "explosion_factor": EXPLOSION_FACTOR,
+        "explosion_window": EXPLOSION_WINDOW,
         "task.name": "adding",
         "task.seq_len": seq_len,
-        "optim.name": "adam",
+        "optim.name": optim,
         "optim.lr": 0.001,
         "seed": seed,
         "steps": steps,
         "tracking.uri": "sqlite:///synthetic",
         "study": "synthetic",
     }
+    name = f"{cell}-{act}-{init}-{optim}-{clip}-T{seq_len}-s{seed}"
     tags = {
         "cell": cell,
         "activation": act,
         "init": init,
         "clip": clip,
+        "optim": optim,
         "task": "adding",
         "seq_len": str(seq_len),
         "seed": str(seed),
-        "config_hash": f"{zlib.crc32(f'{cell}{act}{init}{clip}{seq_len}{seed}'.encode()):08x}",
+        "config_hash": f"{zlib.crc32(name.encode()):08x}",
         "code_version": "synthetic",
         "experiment_file": "experiments/synthetic.yaml",
     }
-    name = f"{cell}-{act}-{init}-{clip}-T{seq_len}-s{seed}"
     return SyntheticRun(tags, config, summary, series, ks, norms, run_name=name)
 
 
@@ -161,19 +190,29 @@ def synthetic_runs(
     seeds=(0, 1, 2),
     steps=60,
     rng_seed=0,
+    arms=None,
     n_failed=0,
     n_killed=0,
     n_running=0,
 ) -> list[SyntheticRun]:
     """All runs of the full product grid; the last ``n_failed + n_killed + n_running`` do not end.
 
+    ``arms``: names of study arms (``"tanh", "irnn", "lstm"``... see
+    :data:`bpttlab.report.arms.ARM_NAMES`) crossed with clips, lengths and seeds, instead of the
+    product of ``cells``, ``activations`` and ``inits`` (the star design of the default study).
+
     A run that does not finish keeps its first half of per-step metrics and logs no summary,
     no profile artifact (FAILED: killed by an exception; KILLED: interrupted; RUNNING: in flight).
     """
     rng = np.random.default_rng(rng_seed)
+    if arms is not None:
+        by_name = {name: key for key, name in ARM_NAMES.items()}
+        nets = [by_name[a] for a in arms]
+    else:
+        nets = [(*net, "adam") for net in itertools.product(cells, activations, inits)]
     runs = [
-        _run(c, a, i, k, t, s, steps, rng)
-        for c, a, i, k, t, s in itertools.product(cells, activations, inits, clips, seq_lens, seeds)
+        _run(c, a, i, k, t, s, steps, rng, optim=o)
+        for (c, a, i, o), k, t, s in itertools.product(nets, clips, seq_lens, seeds)
     ]
     bad = ["FAILED"] * n_failed + ["KILLED"] * n_killed + ["RUNNING"] * n_running
     for run, status in zip(runs[len(runs) - len(bad) :], bad, strict=True):

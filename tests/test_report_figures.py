@@ -8,8 +8,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
+from bpttlab.diagnostics import explosion_steps  # noqa: E402
 from bpttlab.report import figures as F  # noqa: E402
-from synthetic_store import synthetic_frames  # noqa: E402
+from bpttlab.report import tables as T  # noqa: E402
+from bpttlab.report.arms import with_arm  # noqa: E402
+from synthetic_store import STUDY, synthetic_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,37 +34,44 @@ def _panels(fig):
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def test_temporal_profile_facets_lines_bands_and_log_scale(frames):
-    runs, _, profiles = frames
-    fig = F.fig_temporal_profile(profiles, runs, hue="activation")
+@pytest.fixture(scope="module")
+def study():
+    """The default study's star design (six arms), short runs."""
+    return synthetic_frames(**dict(STUDY, seeds=(0, 1)), steps=80)
+
+
+def test_temporal_profile_is_drawn_at_the_vanishing_arms(study):
+    runs, _, profiles = study
+    fig = F.fig_temporal_profile(profiles, runs)
+    info = fig.bpttlab_info
+    assert info["slice"] == {"seq_len": 100, "clip": "norm"}  # longest T, clipped runs
+    # The rule, by hand: median decay rate at init x (T - 1) below log(1 %) at T = 100.
+    sel = with_arm(runs[(runs.seq_len == 100) & (runs["clip"] == "norm")])
+    rate = sel.groupby("arm")["decay_rate_init"].median()
+    lost = rate[rate * 99 < np.log(F.VANISHING_FRACTION)]
+    assert set(info["vanishing"]) == set(lost.index) and len(lost)
+    assert info["contrast"] == [rate.drop(lost.index).idxmax()]
     axes = _panels(fig)
-    assert len(axes) == 2 * 2  # phases (init, final) x cells (rnn, lstm)
+    assert len(axes) == 2  # init, final
     for ax in axes:
         assert ax.get_yscale() == "log"
-        assert len(ax.get_lines()) == 2  # one median line per activation
-        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2  # seed bands
-    assert "steps back" in axes[-1].get_xlabel()
-    assert "∂L/∂h_t" in axes[0].get_ylabel()
-    assert [ax.get_title() for ax in axes[:2]] == [
-        "rnn, at initialization",
-        "lstm, at initialization",
-    ]
-    # Axes not shown are held at one level, stated for the caption.
-    assert fig.bpttlab_info["slice"] == {"init": "xavier", "clip": "none", "seq_len": 40}
+        assert len(ax.get_lines()) == len(info["arms"])  # one median line per arm
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == len(info["arms"])
+    assert "steps back" in axes[0].get_xlabel() and "∂L/∂h_t" in axes[0].get_ylabel()
+    assert [ax.get_title() for ax in axes] == ["at initialization", "after training"]
 
 
-def test_temporal_profile_median_is_the_median_over_seeds(frames):
-    runs, _, profiles = frames
+def test_temporal_profile_median_is_the_median_over_seeds(study):
+    runs, _, profiles = study
     fig = F.fig_temporal_profile(
-        profiles, runs, hue="init", phases=("init",), where={"clip": "norm"}
+        profiles, runs, arms=["tanh"], phases=("init",), where={"clip": "none", "seq_len": 30}
     )
-    ax = _panels(fig)[0]  # rnn at init
-    sel = runs[(runs.cell == "rnn") & (runs.init == "xavier") & (runs["clip"] == "norm")]
-    sel = sel[(sel.activation == "tanh") & (sel.seq_len == 40)]
+    ax = _panels(fig)[0]
+    sel = runs[(runs.cell == "rnn") & (runs.init == "xavier") & (runs.activation == "tanh")]
+    sel = sel[(sel["clip"] == "none") & (sel.seq_len == 30)]
     p = profiles[profiles.run_id.isin(sel.run_id) & (profiles.phase == "init")]
     expect = p.groupby("lag")["norm"].median()
-    line = ax.get_lines()[0]  # xavier comes first in the canonical init order
-    np.testing.assert_allclose(line.get_ydata(), expect.to_numpy())
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), expect.to_numpy())
 
 
 def test_decay_vs_bound_marks_points_above_the_line(frames):
@@ -80,44 +90,64 @@ def test_decay_vs_bound_marks_points_above_the_line(frames):
     np.testing.assert_allclose(diag[0].get_xdata(), diag[0].get_ydata())
 
 
-def test_grad_norm_training_log_scale_runs_and_diverged_markers(frames):
-    runs, steps, _ = frames
+def test_grad_norm_training_at_the_exploding_arm_marks_explosions_and_divergences(study):
+    runs, steps, _ = study
     fig = F.fig_grad_norm_training(steps, runs)
+    info = fig.bpttlab_info
+    # The slice rule by hand: the (arm, T) with the most explosions per run without clipping.
+    off = with_arm(runs[runs["clip"] == "none"])
+    most = off.groupby(["arm", "seq_len"])["explosions"].mean().idxmax()
+    assert (info["slice"]["arm"], info["slice"]["seq_len"]) == most
+    assert most[0] in ("irnn", "irnn_sgd", "tanh_gain_sgd")  # an arm that explodes
+    sub = with_arm(runs)
+    sub = sub[(sub.arm == most[0]) & (sub.seq_len == most[1])]
     axes = _panels(fig)
-    assert len(axes) == 2  # one panel per cell
-    held = fig.bpttlab_info["slice"]
-    sub = runs
-    for k, v in held.items():
-        sub = sub[sub[k] == v]
-    for ax, cell in zip(axes, ["rnn", "lstm"], strict=True):
+    assert [ax.get_title() for ax in axes] == ["clipping: none", "clipping: norm"]
+    for ax, clip in zip(axes, ["none", "norm"], strict=True):
         assert ax.get_yscale() == "log"
-        n_runs = (sub.cell == cell).sum()
-        n_div = ((sub.cell == cell) & (sub.diverged == 1)).sum()
-        markers = [ln for ln in ax.get_lines() if ln.get_marker() == "X"]
-        assert len(markers) == n_div
-        # one thin line per run + one median per clipping choice + the threshold line
-        assert len(ax.get_lines()) == n_runs + 2 + n_div + 1
-    assert axes[0].get_xlabel() == "training step"
-    assert fig.bpttlab_info["n_diverged"] == int((sub.diverged == 1).sum())
+        here = sub[sub["clip"] == clip]
+        norms = steps[(steps.metric == "grad_norm") & steps.run_id.isin(here.run_id)]
+        expect = sum(
+            len(explosion_steps(g.sort_values("step")["value"].to_numpy(), 10.0, 50))
+            for _, g in norms.groupby("run_id")
+        )
+        # the runs' own explosion counts agree with the rule applied to their curves
+        assert expect == here["explosions"].sum()
+        triangles = [ln for ln in ax.get_lines() if ln.get_marker() == "^"]
+        assert sum(len(ln.get_xdata()) for ln in triangles) == expect == info["n_explosions"][clip]
+        crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "X"]
+        assert len(crosses) == (here.diverged == 1).sum()
+        for ln in crosses:  # at the diverged step
+            assert ln.get_xdata()[0] in set(here.loc[here.diverged == 1, "diverged_step"])
+    assert info["n_explosions"]["norm"] > 0  # clipping does not stop the pre-clip norm exploding
 
 
-def test_loss_vs_seqlen_lines_reference_and_missing_values(frames):
-    runs = frames[0].copy()
-    fig = F.fig_loss_vs_seqlen(runs, hue="activation")
+def test_grad_norm_training_falls_back_without_explosion_counts(study):
+    runs, steps, _ = study
+    fig = F.fig_grad_norm_training(steps, runs.drop(columns=["explosions"]))
+    assert "largest pre-clip gradient norm" in fig.bpttlab_info["reason"]
+    quiet = runs.assign(explosions=0.0)
+    chosen, reason = F.explosive_slice(quiet)  # no counts above zero, no steps: the baseline
+    assert chosen == {"arm": "tanh", "seq_len": 100} and "baseline" in reason
+
+
+def test_loss_vs_seqlen_lines_per_arm_and_missing_values(study):
+    runs = study[0]
+    fig = F.fig_loss_vs_seqlen(runs)
     axes = _panels(fig)
-    assert len(axes) == 2
-    held = fig.bpttlab_info["slice"]
-    sub = runs[(runs.init == held["init"]) & (runs["clip"] == held["clip"])]
-    for ax, cell in zip(axes, ["rnn", "lstm"], strict=True):
-        # one errorbar line per activation with at least one final loss (all-diverged: none)
-        have = sub[(sub.cell == cell)].dropna(subset=["final_test_loss_rel"])
-        assert len(ax.containers) == have.activation.nunique() >= 1
+    assert [ax.get_title() for ax in axes] == ["clipping: none", "clipping: norm"]
+    arm_runs = with_arm(runs)
+    for ax, clip in zip(axes, ["none", "norm"], strict=True):
+        have = arm_runs[arm_runs["clip"] == clip].dropna(subset=["final_test_loss_rel"])
+        assert len(ax.containers) == have.arm.nunique() >= 1  # one errorbar line per arm
         refs = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [1.0, 1.0]]
         assert len(refs) == 1  # chance line at 1
-        assert ax.get_xscale() == "log"  # 10 -> 40 is a geometric range
+        assert list(ax.get_xticks()) == [30, 100]  # ticks at the swept lengths only
+        drawn = F.levels(have, "arm")  # the lines of this panel, in the legend's order
+        last = have[have.arm == drawn[-1]].groupby("seq_len")["final_test_loss_rel"].mean()
+        np.testing.assert_allclose(ax.containers[-1].lines[0].get_ydata(), last.to_numpy())
     assert "sequence length" in axes[0].get_xlabel()
-    assert "baseline" in axes[0].get_ylabel()
-    assert fig.bpttlab_info["n_missing"] == int(sub.final_test_loss_rel.isna().sum())
+    assert fig.bpttlab_info["n_missing"] == int(runs.final_test_loss_rel.isna().sum())
 
 
 def test_heatmaps_panels_annotations_and_missing_combination(frames):
@@ -138,18 +168,37 @@ def test_heatmaps_panels_annotations_and_missing_combination(frames):
     assert axes[0].get_xlabel() == "activation"
 
 
-def test_divergence_rate_bars_equal_group_means(frames):
-    runs = frames[0]
+def test_divergence_and_explosion_bars_equal_group_means(study):
+    runs = with_arm(study[0])
     fig = F.fig_divergence_rate(runs)
-    ax = fig.axes[0]
-    expect = runs.groupby(["cell", "clip"])["diverged"].mean()
-    heights = {}
-    for container, cell in zip(ax.containers, ["rnn", "lstm"], strict=True):
-        for bar, clip in zip(container, ["none", "norm"], strict=True):
-            heights[(cell, clip)] = bar.get_height()
-    for key, value in heights.items():
-        assert value == pytest.approx(expect[key])
-    assert ax.get_ylabel() == "fraction of runs that diverged"
+    div, exp = _panels(fig)
+    arms = F.levels(runs, "arm")
+    for ax, col in ((div, "diverged"), (exp, "explosions")):
+        expect = runs.groupby(["arm", "clip"])[col].mean()
+        for container, clip in zip(ax.containers, ["none", "norm"], strict=True):
+            for bar, arm in zip(container, arms, strict=True):
+                assert bar.get_height() == pytest.approx(expect[(arm, clip)])
+    assert div.get_ylabel() == "fraction of runs that diverged"
+
+
+def test_forest_plot_points_are_the_table_effects(study):
+    runs = study[0]
+    long = T.remedy_table(runs, n_boot=200)
+    fig = F.fig_forest(long, remedies=[r.label for r in T.REMEDIES])
+    axes = _panels(fig)
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [
+        "final loss / baseline",
+        "solve rate",
+        "divergence rate",
+    ]
+    for ax, outcome in zip(axes, ["final_test_loss_rel", "solved", "diverged"], strict=True):
+        points = sorted(
+            float(ln.get_xdata()[0]) for ln in ax.get_lines() if ln.get_marker() in ("o", "D")
+        )
+        rows = long[(long.outcome == outcome) & long.slice_kind.isin(["all", "seq_len"])]
+        np.testing.assert_allclose(points, sorted(rows["diff"]))
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert labels[0] == "norm clipping vs none" and len(labels) == len(T.REMEDIES)
 
 
 def test_figures_cope_with_empty_and_bad_input(frames):
@@ -161,9 +210,10 @@ def test_figures_cope_with_empty_and_bad_input(frames):
         F.fig_grad_norm_training(steps, none),
         F.fig_loss_vs_seqlen(none),
         F.fig_divergence_rate(none),
+        F.fig_forest(T.remedy_table(none)),
     ):
         assert fig.bpttlab_info.get("empty")
     with pytest.raises(ValueError, match="valid"):
-        F.fig_temporal_profile(profiles, runs, hue="colour")
+        F.fig_temporal_profile(profiles, runs, where={"colour": "red"})
     with pytest.raises(ValueError, match="valid"):
         F.fig_heatmaps(runs, values=("nope",))

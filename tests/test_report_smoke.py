@@ -40,6 +40,7 @@ def test_report_from_a_real_smoke_sweep(tmp_path):
     out = tmp_path / "reports"
     assert report_main(["--tracking-uri", uri, "--out", str(out)]) == 0
     for name in (
+        "forest",
         "temporal_profile",
         "decay_vs_bound",
         "grad_norm_training",
@@ -49,5 +50,5 @@ def test_report_from_a_real_smoke_sweep(tmp_path):
     ):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6
+    assert html.count("data:image/png;base64,") == 7
     assert data.sweep_id in (out / "report.md").read_text()

@@ -141,6 +141,7 @@ def test_full_render_writes_files_and_logs_artifacts(store, rendered):
     out, code = rendered
     assert code == 0
     names = [
+        "forest",
         "temporal_profile",
         "decay_vs_bound",
         "grad_norm_training",

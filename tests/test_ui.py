@@ -83,3 +83,25 @@ def test_ui_refuses_an_unusable_store_in_seconds_without_showing_a_password(uri,
     assert time.monotonic() - t0 < 8
     assert message.startswith("error: tracking URI ") and why in message
     assert "hunter2" not in message and "\n" not in message
+
+
+def test_ui_prints_the_runs_table_link_of_each_bpttlab_experiment(sqlite_uri, monkeypatch, capsys):
+    from bpttlab.tracking import get_client
+
+    client = get_client(sqlite_uri)
+    ids = {name: client.create_experiment(name) for name in ("bpttlab-study", "bpttlab-smoke")}
+    client.create_experiment("someone-else")  # not the project's: no link
+    links = ui.experiment_links(client, "0.0.0.0", 5123)
+    assert links == [
+        (name, f"http://127.0.0.1:5123/#/experiments/{ids[name]}/runs")
+        for name in ("bpttlab-smoke", "bpttlab-study")
+    ]
+    # main prints them before handing over to MLflow (exec replaced by a recorder here).
+    started = []
+    monkeypatch.setattr(ui.os, "execvpe", lambda *a: started.append(a))
+    ui.main(["--port", "5123"])
+    out = capsys.readouterr().out
+    for _, url in links:
+        assert url in out
+    assert "someone-else" not in out and "/#/experiments/0/" not in out
+    assert started and started[0][1][1] == "ui"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bpttlab.report import figures as F
+from bpttlab.report import findings as FD
 from bpttlab.report import tables as T
 from bpttlab.report.load import AXES, Progress, SweepData, _quiet
 from bpttlab.report.render import render_html, render_markdown, save_figure
@@ -38,20 +39,77 @@ def _held(info: dict) -> str:
     return " Axes not shown are held at " + ", ".join(f"{k} = {v}" for k, v in held.items()) + "."
 
 
+def _arms_text(arms: list) -> str:
+    return ", ".join(arms) if arms else "none"
+
+
+def _profile_caption(i: dict) -> str:
+    held = i.get("slice") or {}
+    vanish, contrast = i.get("vanishing", []), i.get("contrast", [])
+    if vanish:
+        which = (
+            f"Drawn for the arms whose gradient vanishes (median decay rate at initialization "
+            f"times T − 1 below log {F.VANISHING_FRACTION:g}, i.e. the gradient reaching the "
+            f"first step is under {F.VANISHING_FRACTION:.0%} of the one at the loss): "
+            f"{_arms_text(vanish)}; dashed, for contrast, the arm whose gradient is best "
+            f"preserved: {_arms_text(contrast)}."
+        )
+    else:
+        which = (
+            f"No arm's gradient falls below {F.VANISHING_FRACTION:.0%} of its value at the loss "
+            f"over the sequence at initialization here, so every arm is drawn: "
+            f"{_arms_text(i.get('arms', []))}."
+        )
+    where = ""
+    if "seq_len" in held:
+        where = f" At the longest sequence, T = {held['seq_len']}, where vanishing shows most"
+        where += (
+            f", with clipping = {held['clip']} (runs that would diverge without it still have a "
+            "profile at the end of training)."
+            if "clip" in held
+            else "."
+        )
+    return (
+        "‖∂L/∂h_t‖, the norm of the total gradient reaching hidden state h_t, against the "
+        "number of steps back from the loss (T − t; 0 = the last step), on a log scale: left at "
+        "initialization, right at the last checkpoint of training; one colour per arm. The line "
+        "is the median over seeds, the band the range over seeds. A straight falling line is a "
+        "geometric vanishing gradient (its slope is the decay rate); a rising one is exploding; "
+        f"a flat one keeps long-range credit assignment possible. {which}{where}"
+    )
+
+
+def _grad_norm_caption(i: dict) -> str:
+    held = i.get("slice") or {}
+    exp = i.get("n_explosions", {})
+    counts = ", ".join(f"{n} with clipping = {c}" for c, n in exp.items())
+    div = i.get("n_diverged_by_clip", {})
+    divs = ", ".join(f"{div.get(c, 0)} with clipping = {c}" for c in exp) or "0"
+    where = ""
+    if "arm" in held:
+        where = (
+            f" Drawn for arm {held['arm']} at T = {held['seq_len']}, chosen as {i.get('reason')}: "
+            "the effect of clipping lives where the gradient explodes."
+        )
+    return (
+        "Global gradient norm ‖g‖ over all parameters, before clipping, at every training step "
+        "(log scale), without clipping (left) and with norm clipping (right). Thin lines are "
+        "single seeds, the thick line the median over seeds; the dashed line is the clipping "
+        "threshold (steps above it were rescaled to it before the update). A red triangle marks "
+        "an explosion where it happened: a step whose norm exceeds the run's explosion factor "
+        f"times the median of its previous window of steps ({counts}); a black cross marks a run "
+        f"that diverged, at the step it did ({divs}). Explosions with clipping on are expected: "
+        "clipping acts on the update, after the norm is measured; what it changes is whether "
+        "an explosion breaks training." + where
+    )
+
+
 FIGURES = (
     FigureSpec(
         "temporal_profile",
-        "Gradient norm against steps back from the loss",
+        "Gradient norm against steps back from the loss, at the arms where it vanishes",
         lambda d, runs: F.fig_temporal_profile(d.profiles, runs),
-        lambda i: (
-            "‖∂L/∂h_t‖, the norm of the total gradient reaching hidden state h_t, against the "
-            "number of steps back from the loss (T − t; 0 = the last step), on a log scale: top "
-            "row at initialization, bottom row at the last checkpoint of training; one column "
-            "per cell, one colour per activation. The line is the median over seeds, the band "
-            "the range over seeds. A straight falling line is a geometric vanishing gradient "
-            "(its slope is the decay rate); a rising one is exploding; a flat one keeps "
-            "long-range credit assignment possible." + _held(i)
-        ),
+        _profile_caption,
     ),
     FigureSpec(
         "decay_vs_bound",
@@ -71,29 +129,23 @@ FIGURES = (
     ),
     FigureSpec(
         "grad_norm_training",
-        "Gradient norm during training, with and without clipping",
+        "Gradient norm during training where it explodes, with and without clipping",
         lambda d, runs: F.fig_grad_norm_training(d.steps, runs),
-        lambda i: (
-            "Global gradient norm ‖g‖ over all parameters, before clipping, at every training "
-            "step (log scale); one column per cell, one colour per clipping choice. Thin lines "
-            "are single seeds, the thick line the median over seeds; the dashed line is the "
-            "norm-clipping threshold (steps above it were rescaled to it). A cross marks a run "
-            f"that diverged, at the step it did ({i.get('n_diverged', 0)} here). Spikes of "
-            "several orders of magnitude are the exploding-gradient 'cliffs'." + _held(i)
-        ),
+        _grad_norm_caption,
     ),
     FigureSpec(
         "loss_vs_seqlen",
-        "Final loss relative to the baseline against sequence length",
+        "Final loss relative to the baseline against sequence length, per arm",
         lambda d, runs: F.fig_loss_vs_seqlen(runs),
         lambda i: (
             "Final test loss divided by the task's baseline loss (the loss of a model that "
             "learned nothing, e.g. predicting the mean), against the sequence length T; one "
-            "column per cell, one line per activation; points are means over seeds and error "
-            "bars one standard deviation over seeds. The dashed line at 1 is chance: a point "
-            "on it means the dependency was not learned; the further below, the better. Longer "
-            "sequences need gradients to survive more steps, so lines rising with T show the "
-            "vanishing gradient at work. Diverged runs have no final loss and are left out "
+            "line per arm, without clipping (left) and with norm clipping (right); points are "
+            "means over seeds and error bars one standard deviation over seeds. The dashed line "
+            "at 1 is chance: a point on it means the dependency was not learned; the further "
+            "below, the better. Longer sequences need gradients to survive more steps, so a "
+            "line rising with T shows the vanishing gradient at work; where the arms separate "
+            "is where the remedies matter. Diverged runs have no final loss and are left out "
             f"({i.get('n_missing', 0)} here)." + _held(i)
         ),
     ),
@@ -112,14 +164,21 @@ FIGURES = (
     ),
     FigureSpec(
         "divergence_rate",
-        "Divergence rate by clipping choice",
+        "Divergences and explosions by arm and clipping",
         lambda d, runs: F.fig_divergence_rate(runs),
         lambda i: (
-            "Fraction of finished runs that diverged (a non-finite or runaway loss or gradient "
-            "stopped training), by gradient clipping choice and cell, pooled over every other "
-            "axis and seed; the label on a bar is diverged / runs and the error bar a 95% "
-            "bootstrap interval over runs. Norm clipping bounds every update, so it should "
-            "bring this towards zero."
+            "Left: fraction of finished runs that diverged (training broke: a non-finite loss, "
+            "gradient or parameter, or a training loss that blew up against its start), by arm "
+            "and clipping choice, pooled over sequence lengths and seeds; the label on a bar is "
+            "diverged / runs and the error bar a 95% bootstrap interval over runs."
+            + (
+                " Right: explosions of the pre-clip gradient norm per run (mean, 95% bootstrap "
+                "interval). Clipping is expected to leave the right panel as it is and lower the "
+                "left one: it rescales the update an explosion would cause, not the gradient "
+                "norm measured before it."
+                if "explosions" in i
+                else " (The runs record no explosion counts.)"
+            )
         ),
     ),
 )
@@ -135,6 +194,7 @@ class ReportResult:
     figures: dict[str, list[Path]] = field(default_factory=dict)
     table_csv: Path | None = None
     logged_to: str | None = None
+    findings: list = field(default_factory=list)  # bpttlab.report.findings.Finding
 
 
 def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -221,6 +281,22 @@ def incomplete_notice(data: SweepData, limit: int = 50) -> tuple[str, pd.DataFra
     return text, table
 
 
+FINDINGS_TEXT = (
+    "One statement per remedy, computed from the runs: the paired effect of the remedy and its "
+    "95% bootstrap interval over seeds at each sequence length (longest first), and where the "
+    "interval covers zero, that no effect is distinguishable from zero. Remedies are compared "
+    "where they apply: clipping at every arm (and arm by arm), an initialization, activation or "
+    "cell against the tanh RNN it replaces. Method and full table: Remedies, below."
+)
+REMEDY_TABLE_TEXT = (
+    "One block of rows per remedy: pooled over sequence lengths (all T), then at each length "
+    "(what a remedy does at the longest T is what the study is about; the pooled row averages it "
+    "with the easy lengths). The slice each remedy is tested at is in its name."
+)
+BY_ARM_TEXT = (
+    "Norm clipping applies to every arm; here its paired effect arm by arm, pooled over "
+    "sequence lengths."
+)
 PAIRING_TEXT = (
     "Each remedy is compared with its alternatives as paired differences: a run with the remedy "
     "is matched with every run at a comparison level that has the same cell, activation, "
@@ -270,6 +346,29 @@ def write_report(
             f"`python -m bpttlab.report --sweep-id {data.sweep_id}`.",
         )
     ]
+
+    progress("remedy table (paired differences, bootstrap over seeds)")
+    long = T.remedy_table(runs, n_boot=n_boot)
+    not_testable = T.untestable(runs)
+    result.findings = FD.findings(long, runs, T.REMEDIES, not_testable)
+    blocks += [("h", 2, "Findings"), ("p", FINDINGS_TEXT)]
+    blocks += [("list", [f.text for f in result.findings])]
+    progress("figure forest")
+    forest = F.fig_forest(long, remedies=[r.label for r in T.REMEDIES])
+    paths = save_figure(forest, fig_dir / "forest", formats)
+    result.figures["forest"] = paths
+    caption = (
+        forest.bpttlab_info["message"]
+        if forest.bpttlab_info.get("empty")
+        else (
+            "Each remedy's paired effect (remedy − comparison) on the training outcomes, with its "
+            "95% bootstrap interval over seeds: a black diamond pooled over sequence lengths, a "
+            "coloured dot per length. Filled: the interval excludes zero; hollow: no effect "
+            "distinguishable from zero; no bar: too few pairs for an interval. Each remedy is "
+            "compared where it applies (its row in the remedy table names the slice)."
+        )
+    )
+    blocks += [("fig", "Remedies at a glance", paths[formats.index("png")], caption)]
     blocks += [("h", 2, "Provenance"), ("table", facts)]
     blocks += [("h", 3, "Grid"), ("table", grid)]
     if data.parent.get("grid"):
@@ -285,14 +384,15 @@ def write_report(
     if not bad.empty:
         blocks += [("table", bad, False)]
 
-    progress("remedy table (paired differences, bootstrap over seeds)")
-    long = T.remedy_table(runs, n_boot=n_boot)
     result.table_csv = out / "remedy_table.csv"
     long.to_csv(result.table_csv, index=False, float_format="%.6g")
     blocks += [("h", 2, "Remedies"), ("p", PAIRING_TEXT)]
-    blocks += [("list", T.summary_text(long, T.untestable(runs)))]
+    blocks += [("list", T.summary_text(long, not_testable))]
     if not long.empty:
-        blocks += [("table", T.wide_table(long))]
+        blocks += [("p", REMEDY_TABLE_TEXT), ("table", T.wide_table(long))]
+        by_arm = T.wide_table(long, kinds=("arm",))
+        if not by_arm.empty:
+            blocks += [("h", 3, "By arm"), ("p", BY_ARM_TEXT), ("table", by_arm)]
 
     blocks += [("h", 2, "Figures")]
     for spec in FIGURES:

@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
+from bpttlab.diagnostics import EXPLOSION_FACTOR, EXPLOSION_WINDOW, explosion_steps
+from bpttlab.report.arms import ARM_AXES, ARM_ORDER, arm_levels, with_arm
 from bpttlab.report.style import style as figure_style
 from bpttlab.tracking.reader import AXES
 
@@ -35,6 +37,7 @@ LEVEL_ORDER = {
     "activation": ("tanh", "sigmoid", "relu", "identity", "linear"),
     "init": ("default", "uniform", "normal", "xavier", "smart", "orthogonal", "identity"),
     "clip": ("none", "norm", "value"),
+    "arm": ARM_ORDER,
 }
 # Level an axis is held at when a figure does not show it (if present in the sweep).
 PREFERRED = {"init": "xavier", "activation": "tanh", "clip": "none", "cell": "rnn"}
@@ -47,6 +50,72 @@ AXIS_LABEL = {
     "seq_len": "sequence length T",
 }
 PHASE_LABEL = {"init": "at initialization", "final": "after training", "mid": "mid-training"}
+
+
+# A temporal profile counts as vanishing when the gradient reaching the first step is below
+# this fraction of the gradient at the loss (median decay rate at init x (T - 1) < log of it).
+VANISHING_FRACTION = 0.01
+
+
+def _held_task(runs: pd.DataFrame, where: Mapping | None) -> tuple[pd.DataFrame, dict]:
+    """Hold every axis an arm figure does not choose itself (the task) at one level."""
+    return reference_slice(runs, free=(*ARM_AXES, "clip", "seq_len"), where=where)
+
+
+def explosive_slice(runs: pd.DataFrame, steps: pd.DataFrame | None = None) -> tuple[dict, str]:
+    """``({"arm": ..., "seq_len": ...}, reason)``: where the gradient explodes without clipping.
+
+    The rule: the (arm, T) with the most explosions per run among runs without clipping (all
+    runs when none is unclipped); without explosion counts, the largest median peak of the
+    pre-clip norm; with neither, the baseline arm (``tanh`` if present) at the longest T.
+    """
+    r = with_arm(runs)
+    if r.empty:
+        return {}, "no runs"
+    off = r[r["clip"] == "none"] if "none" in set(r.get("clip", ())) else r
+    if "explosions" in off and off["explosions"].fillna(0).max() > 0:
+        g = off.groupby(["arm", "seq_len"])["explosions"].mean()
+        arm, t = g.idxmax()
+        return {"arm": arm, "seq_len": int(t)}, (
+            f"the most explosions without clipping ({g.max():.1f} per run)"
+        )
+    if steps is not None and not steps.empty:
+        peak = steps[steps["metric"] == "grad_norm"].groupby("run_id")["value"].max()
+        off = off.assign(peak=off["run_id"].map(peak)).dropna(subset=["peak"])
+        if len(off):
+            g = off.groupby(["arm", "seq_len"])["peak"].median()
+            arm, t = g.idxmax()
+            return {"arm": arm, "seq_len": int(t)}, (
+                f"the largest pre-clip gradient norm without clipping (median peak {g.max():.3g})"
+            )
+    arm = "tanh" if "tanh" in set(r["arm"]) else r["arm"].value_counts().idxmax()
+    return {"arm": arm, "seq_len": int(r["seq_len"].max())}, (
+        "no explosion recorded: the baseline arm at the longest length"
+    )
+
+
+def vanishing_arms(runs: pd.DataFrame, max_arms: int = 5) -> tuple[list[str], list[str]]:
+    """``(vanishing, contrast)`` arms among ``runs`` (one sequence length).
+
+    An arm vanishes when its median decay rate at initialization times (T - 1) is below
+    ``log(VANISHING_FRACTION)``; the ``max_arms`` fastest-decaying are kept. The contrast is the
+    arm whose gradient is best preserved (highest median decay rate) among those that do not
+    vanish. Without decay rates, or when no arm vanishes, every arm is a contrast.
+    """
+    r = with_arm(runs).dropna(subset=["decay_rate_init"])
+    if r.empty:
+        return [], arm_levels(with_arm(runs)["arm"])
+    t = int(r["seq_len"].max())
+    rate = r.groupby("arm")["decay_rate_init"].median().sort_values()
+    lost = rate[rate * (t - 1) < np.log(VANISHING_FRACTION)]
+    if lost.empty:
+        return [], arm_levels(rate.index)
+    kept = rate.drop(lost.index)
+    return list(lost.index[:max_arms]), ([kept.idxmax()] if len(kept) else [])
+
+
+def _arm_of(runs: pd.DataFrame) -> pd.Series:
+    return with_arm(runs)["arm"]
 
 
 def levels(frame: pd.DataFrame, axis: str) -> list:
@@ -155,61 +224,88 @@ def _suptitle(fig, text: str) -> None:
 def fig_temporal_profile(
     profiles: pd.DataFrame,
     runs: pd.DataFrame,
-    hue: str = "activation",
+    arms: Sequence[str] | None = None,
     phases: Sequence[str] = ("init", "final"),
     where: Mapping | None = None,
 ) -> Figure:
-    """``||dL/dh_t||`` against steps back from the loss, at init and after training.
+    """``||dL/dh_t||`` against steps back from the loss, one line per arm, at the vanishing arms.
 
-    Rows: checkpoint phase (``phases``); columns: cell; colour: ``hue`` (activation or init).
-    Line = median over seeds, band = min..max over seeds; log y. By the bound
-    ``||dL/dh_{T-l}|| <= ||dL/dh_T|| (sigma_max gamma)^l`` a straight line on this plot is a
-    geometric decay whose slope is the measured decay rate.
+    Columns: checkpoint phase (``phases``); colour: arm. Line = median over seeds, band = min..max
+    over seeds; log y. By the bound ``||dL/dh_{T-l}|| <= ||dL/dh_T|| (sigma_max gamma)^l`` a
+    straight line on this plot is a geometric decay whose slope is the measured decay rate.
+
+    The slice: the longest sequence length (where vanishing shows most), clipping held at
+    ``norm`` when present (so that runs which would diverge still have a profile at the end of
+    training), ``where`` overriding both. The arms: ``arms``, else :func:`vanishing_arms` (the
+    arms whose gradient vanishes, and the best-preserving other arm for contrast).
 
     Parameters
     ----------
     profiles : ``(run_id, phase, lag, norm)`` rows.
     runs : one row per run with the ``AXES`` and ``seed`` columns.
     """
-    if hue not in AXES:
-        raise ValueError(f"hue={hue!r} is not a study axis; valid: {list(AXES)}")
-    sub, held = reference_slice(runs, free=("cell", hue), where=where)
+    where = dict(where or {})
+    sub, held = _held_task(runs, where)
+    if "seq_len" not in where and len(sub):
+        where["seq_len"] = held["seq_len"] = int(sub["seq_len"].max())
+        sub = sub[sub["seq_len"] == held["seq_len"]]
+    if "clip" not in where and "clip" in sub and sub["clip"].nunique() > 1:
+        held["clip"] = "norm" if "norm" in set(sub["clip"]) else sub["clip"].value_counts().idxmax()
+        sub = sub[sub["clip"] == held["clip"]]
+    sub = with_arm(sub)
+    if arms is None:
+        vanishing, contrast = vanishing_arms(sub)
+        chosen = vanishing + contrast
+    else:
+        vanishing, contrast, chosen = [], [], list(arms)
+    sub = sub[sub["arm"].isin(chosen)]
     data = profiles[profiles["phase"].isin(list(phases))].merge(
-        sub[["run_id", "cell", hue, "seed"]], on="run_id"
+        sub[["run_id", "arm", "seed"]], on="run_id"
     )
     data = data[np.isfinite(data["norm"]) & (data["norm"] > 0)]
     if data.empty:
         return _empty("No temporal gradient profiles for these runs.")
-    cells, hues = levels(data, "cell"), levels(data, hue)
-    colors = palette(hue, hues)
+    lines = levels(data, "arm")
+    colors = palette("arm", lines)
     with figure_style():
-        fig = Figure(figsize=(3.6 * len(cells) + 1.6, 2.9 * len(phases)), layout="constrained")
-        axes = fig.subplots(len(phases), len(cells), squeeze=False, sharex=True, sharey="row")
-        for i, phase in enumerate(phases):
-            for j, cell in enumerate(cells):
-                ax = axes[i, j]
-                panel = data[(data["phase"] == phase) & (data["cell"] == cell)]
-                for lvl in hues:
-                    d = panel[panel[hue] == lvl]
-                    if d.empty:
-                        continue
-                    g = d.groupby("lag")["norm"]
-                    med, lo, hi = g.median(), g.min(), g.max()
-                    ax.plot(med.index, med.to_numpy(), color=colors[lvl], lw=1.8, label=str(lvl))
-                    ax.fill_between(
-                        med.index, lo.to_numpy(), hi.to_numpy(), color=colors[lvl], alpha=0.2, lw=0
-                    )
-                ax.set_yscale("log")
-                ax.set_title(f"{cell}, {PHASE_LABEL.get(phase, phase)}")
-                if i == len(phases) - 1:
-                    ax.set_xlabel("steps back from the loss, T − t")
-                if j == 0:
-                    ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
-        handles = [Line2D([], [], color=colors[v], lw=2, label=str(v)) for v in hues]
-        _legend(fig, handles, AXIS_LABEL[hue])
+        fig = Figure(figsize=(4.4 * len(phases) + 1.6, 3.6), layout="constrained")
+        axes = fig.subplots(1, len(phases), squeeze=False, sharey=True)[0]
+        for j, phase in enumerate(phases):
+            ax = axes[j]
+            panel = data[data["phase"] == phase]
+            for arm in lines:
+                d = panel[panel["arm"] == arm]
+                if d.empty:
+                    continue
+                g = d.groupby("lag")["norm"]
+                med, lo, hi = g.median(), g.min(), g.max()
+                ls = "-" if arm in vanishing or not vanishing else "--"
+                ax.plot(med.index, med.to_numpy(), color=colors[arm], lw=1.8, ls=ls, label=arm)
+                ax.fill_between(
+                    med.index, lo.to_numpy(), hi.to_numpy(), color=colors[arm], alpha=0.2, lw=0
+                )
+            ax.set_yscale("log")
+            ax.set_title(PHASE_LABEL.get(phase, phase))
+            ax.set_xlabel("steps back from the loss, T − t")
+            if j == 0:
+                ax.set_ylabel("‖∂L/∂h_t‖ (log scale)")
+        handles = [
+            Line2D(
+                [], [], color=colors[a], lw=2, ls="--" if vanishing and a not in vanishing else "-",
+                label=a + (" (contrast)" if vanishing and a not in vanishing else ""),
+            )
+            for a in lines
+        ]  # fmt: skip
+        _legend(fig, handles, "arm")
         note = f" ({_slice_text(held)})" if held else ""
         _suptitle(fig, f"Gradient norm reaching each time step{note}; band = range over seeds")
-    fig.bpttlab_info = {"slice": held, "n_runs": int(data["run_id"].nunique())}
+    fig.bpttlab_info = {
+        "slice": held,
+        "arms": lines,
+        "vanishing": [a for a in vanishing if a in lines],
+        "contrast": [a for a in contrast if a in lines],
+        "n_runs": int(data["run_id"].nunique()),
+    }
     return fig
 
 
@@ -350,155 +446,179 @@ def _last_finite_before(d: pd.DataFrame, step: float) -> float:
     return float(ok["value"].iloc[-1]) if not ok.empty else np.nan
 
 
+def _explosion_rule(run: pd.Series) -> tuple[float, int]:
+    """``(factor, window)`` a run recorded its explosions with (the rule's defaults otherwise)."""
+    factor = pd.to_numeric(run.get("params.explosion_factor"), errors="coerce")
+    window = pd.to_numeric(run.get("params.explosion_window"), errors="coerce")
+    return (
+        float(factor) if pd.notna(factor) else EXPLOSION_FACTOR,
+        int(window) if pd.notna(window) else EXPLOSION_WINDOW,
+    )
+
+
 def fig_grad_norm_training(
     steps: pd.DataFrame,
     runs: pd.DataFrame,
-    hue: str = "clip",
-    metric: str = "grad_norm",
     where: Mapping | None = None,
+    metric: str = "grad_norm",
 ) -> Figure:
-    """Global gradient norm per training step, with vs without clipping; diverged runs marked.
+    """Pre-clip gradient norm per training step at the arm that explodes, without vs with clipping.
 
-    Columns: cell; colour: ``hue`` (clipping by default). Thin lines: single runs (seeds); thick
-    line: median over seeds; ``x``: a run that diverged, at its ``diverged_step``; dashed line: the
-    norm-clipping threshold. ``grad_norm`` is the norm before clipping, ``||g||``.
+    Columns: clipping choice; thin lines: single runs (seeds); thick line: median over seeds;
+    triangles: explosions (:func:`explosion_steps` with each run's recorded rule) where they
+    happened; ``X``: a run that diverged, at its ``diverged_step``; dashed line: the norm-clipping
+    threshold. The slice is :func:`explosive_slice` (the arm and length with the most explosions
+    without clipping) unless ``where`` gives ``{"arm": ..., "seq_len": ...}``.
     """
-    sub, held = reference_slice(runs, free=("cell", hue), where=where)
-    data = steps[steps["metric"] == metric].merge(sub[["run_id", "cell", hue]], on="run_id")
-    data = data[np.isfinite(data["value"]) & (data["value"] > 0)].sort_values(["run_id", "step"])
+    where = dict(where or {})
+    want = {k: where.pop(k) for k in ("arm", "seq_len") if k in where}
+    sub, held = _held_task(runs, where)
+    chosen, reason = explosive_slice(sub, steps)
+    if want:
+        chosen, reason = {**chosen, **want}, "as asked"
+    sub = with_arm(sub)
+    if chosen:
+        sub = sub[(sub["arm"] == chosen["arm"]) & (sub["seq_len"] == chosen["seq_len"])]
+    data = steps[steps["metric"] == metric].merge(sub[["run_id", "clip"]], on="run_id")
+    data = data.sort_values(["run_id", "step"])
+    # Explosions by the run's own rule, on its whole series (non-finite steps included).
+    hits = {
+        rid: r["step"].to_numpy()[explosion_steps(r["value"].to_numpy(), *_explosion_rule(row))]
+        for rid, r in data.groupby("run_id")
+        for row in [sub.set_index("run_id").loc[rid]]
+    }
+    data = data[np.isfinite(data["value"]) & (data["value"] > 0)]
     if data.empty:
         return _empty(f"No per-step '{metric}' values for these runs.")
-    cells, hues = levels(data, "cell"), levels(data, hue)
-    colors = palette(hue, hues)
+    clips = levels(data, "clip")
+    colors = palette("clip", clips)
     diverged = sub[(sub["diverged"] == 1) & sub["run_id"].isin(data["run_id"])]
     threshold = None
-    if "params.clip.threshold" in sub and "norm" in hues:
+    if "params.clip.threshold" in sub and "norm" in clips:
         thr = sub.loc[sub["clip"] == "norm", "params.clip.threshold"].dropna().unique()
         threshold = float(thr[0]) if len(thr) == 1 else None
+    n_exp: dict = {}
     with figure_style():
-        fig = Figure(figsize=(4.2 * len(cells) + 1.6, 3.6), layout="constrained")
-        axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
-        for j, cell in enumerate(cells):
+        fig = Figure(figsize=(4.4 * len(clips) + 1.6, 3.8), layout="constrained")
+        axes = fig.subplots(1, len(clips), squeeze=False, sharey=True)[0]
+        for j, clip in enumerate(clips):
             ax = axes[j]
-            panel = data[data["cell"] == cell]
-            for lvl in hues:
-                d = panel[panel[hue] == lvl]
-                for _, r in d.groupby("run_id"):
-                    ax.plot(r["step"], r["value"], color=colors[lvl], lw=0.6, alpha=0.35)
-                if not d.empty:
-                    med = d.groupby("step")["value"].median()
-                    ax.plot(med.index, med.to_numpy(), color=colors[lvl], lw=2, label=str(lvl))
-            for _, r in diverged[diverged["cell"] == cell].iterrows():
-                d = panel[panel["run_id"] == r["run_id"]]
+            d = data[data["clip"] == clip]
+            n_exp[clip] = 0
+            for rid, r in d.groupby("run_id"):
+                ax.plot(r["step"], r["value"], color=colors[clip], lw=0.6, alpha=0.4)
+                n_exp[clip] += len(hits[rid])
+                at = r[r["step"].isin(hits[rid])]  # explosions to an infinite norm: the cross
+                if len(at):
+                    ax.plot(
+                        at["step"].to_numpy(), at["value"].to_numpy(), marker="^",
+                        ms=6, color="tab:red", mec="black", mew=0.5, ls="none",
+                    )  # fmt: skip
+            med = d.groupby("step")["value"].median()
+            ax.plot(med.index, med.to_numpy(), color=colors[clip], lw=2)
+            for _, r in diverged[diverged["clip"] == clip].iterrows():
                 ax.plot(
                     r["diverged_step"],
-                    _last_finite_before(d, r["diverged_step"]),
-                    marker="X",
-                    ms=9,
-                    color=colors[r[hue]],
-                    mec="black",
-                    ls="none",
-                )
-            if threshold is not None:
+                    _last_finite_before(d[d["run_id"] == r["run_id"]], r["diverged_step"]),
+                    marker="X", ms=10, color="black", ls="none",
+                )  # fmt: skip
+            if threshold is not None and clip == "norm":
                 ax.axhline(threshold, color="0.3", ls="--", lw=1)
             ax.set_yscale("log")
-            ax.set_title(f"cell = {cell}")
+            ax.set_title(f"clipping: {clip}")
             ax.set_xlabel("training step")
             if j == 0:
                 ax.set_ylabel("global gradient norm ‖g‖\nbefore clipping (log scale)")
-        handles = [Line2D([], [], color=colors[v], lw=2, label=str(v)) for v in hues]
+        handles = [Line2D([], [], color=colors[c], lw=2, label=f"clip = {c}") for c in clips]
+        handles.append(
+            Line2D([], [], marker="^", color="tab:red", mec="black", ls="none", label="explosion")
+        )
         if len(diverged):
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    marker="X",
-                    color="0.5",
-                    mec="black",
-                    ls="none",
-                    label="diverged (at its step)",
-                )
-            )
+            handles.append(Line2D([], [], marker="X", color="black", ls="none", label="diverged"))
         if threshold is not None:
             handles.append(
                 Line2D([], [], color="0.3", ls="--", label=f"clip threshold {threshold:g}")
             )
-        _legend(fig, handles, AXIS_LABEL.get(hue, hue))
-        note = f" ({_slice_text(held)})" if held else ""
-        _suptitle(fig, f"Gradient norm during training{note}: {len(diverged)} diverged run(s)")
+        _legend(fig, handles, None)
+        slice_ = {
+            **held,
+            **({"arm": chosen["arm"], "seq_len": chosen["seq_len"]} if chosen else {}),
+        }
+        _suptitle(
+            fig,
+            f"Pre-clip gradient norm during training ({_slice_text(slice_)}): "
+            + ", ".join(f"{n_exp[c]} explosion(s) with clip = {c}" for c in clips)
+            + f"; {len(diverged)} diverged run(s)",
+        )
     fig.bpttlab_info = {
-        "slice": held,
+        "slice": slice_,
+        "reason": reason,
         "n_runs": int(data["run_id"].nunique()),
         "n_diverged": len(diverged),
+        "n_diverged_by_clip": diverged.groupby("clip").size().to_dict(),
+        "n_explosions": n_exp,
     }
     return fig
 
 
 def fig_loss_vs_seqlen(
     runs: pd.DataFrame,
-    hue: str = "activation",
     where: Mapping | None = None,
     value: str = "final_test_loss_rel",
 ) -> Figure:
-    """Final test loss relative to the task baseline against sequence length, per cell.
+    """Final test loss relative to the task baseline against sequence length, one line per arm.
 
-    Columns: cell; lines: ``hue`` (activation or init); points: mean over seeds, error bars:
-    standard deviation over seeds. 1 is the loss of a model that learned nothing (chance); lower is
-    better. Runs without a final loss (diverged) are left out and counted in the title.
+    Columns: clipping choice; lines: arms; points: mean over seeds, error bars: standard deviation
+    over seeds. 1 is the loss of a model that learned nothing (chance); lower is better. Runs
+    without a final loss (diverged) are left out and counted in the title.
     """
-    sub, held = reference_slice(runs, free=("cell", hue, "seq_len"), where=where)
-    missing = int(sub[value].isna().sum())
-    data = sub.dropna(subset=[value])
+    sub, held = _held_task(runs, where)
+    sub = with_arm(sub)
+    missing = int(sub[value].isna().sum()) if value in sub else 0
+    data = sub.dropna(subset=[value]) if value in sub else sub.iloc[:0]
     if data.empty:
         return _empty(f"No runs with {value}.")
-    cells, hues = levels(data, "cell"), levels(data, hue)
-    colors = palette(hue, hues)
+    clips, arms_ = levels(data, "clip"), levels(data, "arm")
+    colors = palette("arm", arms_)
     lengths = sorted(data["seq_len"].unique())
     log_x = len(lengths) > 1 and max(lengths) / min(lengths) >= 4
     with figure_style():
-        fig = Figure(figsize=(3.8 * len(cells) + 1.6, 3.6), layout="constrained")
-        axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
-        for j, cell in enumerate(cells):
+        fig = Figure(figsize=(4.0 * len(clips) + 1.6, 3.8), layout="constrained")
+        axes = fig.subplots(1, len(clips), squeeze=False, sharey=True)[0]
+        for j, clip in enumerate(clips):
             ax = axes[j]
-            panel = data[data["cell"] == cell]
-            for k, lvl in enumerate(hues):
-                g = panel[panel[hue] == lvl].groupby("seq_len")[value]
+            panel = data[data["clip"] == clip]
+            for k, arm in enumerate(arms_):
+                g = panel[panel["arm"] == arm].groupby("seq_len")[value]
                 stats = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1).fillna(0)})
                 if stats.empty:
                     continue
                 # Small horizontal dodge so error bars of different lines do not overlap.
-                shift = (k - (len(hues) - 1) / 2) * 0.02
+                shift = (k - (len(arms_) - 1) / 2) * 0.02
                 xs = stats.index.to_numpy(float)
                 xs = (
                     xs * np.exp(shift) if log_x else xs + shift * (max(lengths) - min(lengths) or 1)
                 )
                 ax.errorbar(
-                    xs,
-                    stats["mean"],
-                    yerr=stats["sd"],
-                    color=colors[lvl],
-                    marker="o",
-                    ms=4,
-                    capsize=3,
-                    lw=1.5,
-                    label=str(lvl),
-                )
+                    xs, stats["mean"].to_numpy(), yerr=stats["sd"].to_numpy(), color=colors[arm],
+                    marker="o", ms=4, capsize=3, lw=1.5, label=arm,
+                )  # fmt: skip
             ax.axhline(1.0, color="0.3", ls="--", lw=1)
             if log_x:
                 _log_ticks(ax, lengths)
             else:
                 ax.set_xticks(lengths)  # ticks at the swept lengths only
-            ax.set_title(f"cell = {cell}")
+            ax.set_title(f"clipping: {clip}")
             ax.set_xlabel("sequence length T (steps)")
             if j == 0:
                 ax.set_ylabel("final test loss / baseline\n(1 = chance, lower is better)")
             ax.set_ylim(bottom=0)
-        handles = [Line2D([], [], color=colors[v], marker="o", label=str(v)) for v in hues]
+        handles = [Line2D([], [], color=colors[a], marker="o", label=a) for a in arms_]
         handles.append(Line2D([], [], color="0.3", ls="--", label="baseline (chance) = 1"))
-        _legend(fig, handles, AXIS_LABEL[hue])
+        _legend(fig, handles, "arm")
         note = f" ({_slice_text(held)})" if held else ""
         dropped = f"; {missing} run(s) without a final loss left out" if missing else ""
-        _suptitle(fig, f"Final loss vs sequence length{note}{dropped}")
+        _suptitle(fig, f"Final loss vs sequence length per arm{note}{dropped}")
     fig.bpttlab_info = {"slice": held, "n_runs": len(data), "n_missing": missing}
     return fig
 
@@ -578,58 +698,120 @@ def fig_heatmaps(
     return fig
 
 
-def fig_divergence_rate(runs: pd.DataFrame, hue: str = "cell", x: str = "clip") -> Figure:
-    """Fraction of runs that diverged, by clipping choice (``x``) and cell (``hue``).
+def fig_divergence_rate(runs: pd.DataFrame, hue: str = "clip") -> Figure:
+    """Divergence rate and explosions per run, by arm (x) and clipping choice (``hue``).
 
-    Pooled over all other axes and seeds; error bars: 95% bootstrap interval over runs (fixed
-    seed); the label on each bar is diverged / runs.
+    Left: fraction of runs that diverged (training broke), error bars a 95% bootstrap interval
+    over runs (fixed seed), the label on each bar diverged / runs. Right (when runs record
+    ``explosions``): mean number of explosions of the pre-clip gradient norm per run, error bars
+    a 95% bootstrap interval. Pooled over sequence lengths and seeds.
     """
-    data = runs.dropna(subset=["diverged"])
+    data = with_arm(runs.dropna(subset=["diverged"])) if "diverged" in runs else runs.iloc[:0]
     if data.empty:
         return _empty("No runs with a divergence flag.")
-    xs, hues = levels(data, x), levels(data, hue)
-    table = data.groupby([x, hue])["diverged"].agg(["sum", "count"])
+    xs, hues = levels(data, "arm"), levels(data, hue)
+    table = data.groupby(["arm", hue])["diverged"].agg(["sum", "count"])
+    panels = [("diverged", "fraction of runs that diverged")]
+    if "explosions" in data and data["explosions"].notna().any():
+        panels.append(("explosions", "explosions of the pre-clip norm per run"))
+    with figure_style():
+        width = 0.55 * len(xs) * max(1, len(hues)) + 2.0
+        fig = Figure(figsize=(width * len(panels) + 1.6, 3.8), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (col, ylabel) in zip(axes, panels, strict=True):
+            sns.barplot(
+                data=data.dropna(subset=[col]), x="arm", y=col, hue=hue, order=xs,
+                hue_order=hues, palette=palette(hue, hues), errorbar=("ci", 95), n_boot=1000,
+                seed=0, capsize=0.1, err_kws={"linewidth": 1}, ax=ax,
+            )  # fmt: skip
+            if col == "diverged":
+                for container, lvl in zip(ax.containers, hues, strict=False):
+                    labels = []
+                    for bar in container:
+                        # The category of a bar is the nearest integer to its centre.
+                        xv = xs[int(round(bar.get_x() + bar.get_width() / 2))]
+                        s, n = table.loc[(xv, lvl)] if (xv, lvl) in table.index else (0, 0)
+                        labels.append(f"{int(s)}/{int(n)}" if n else "")
+                    ax.bar_label(container, labels=labels, fontsize="x-small", padding=2)
+                ax.set_ylim(0, 1.08)
+            ax.set_xlabel("arm")
+            ax.set_ylabel(ylabel)
+            ax.tick_params(axis="x", rotation=30)
+            ax.legend(title=AXIS_LABEL.get(hue, hue), frameon=False, fontsize="small")
+        _suptitle(fig, "Divergences and explosions by arm and clipping (pooled over T and seeds)")
+    info = {"slice": {}, "n_runs": len(data), "rates": (table["sum"] / table["count"]).to_dict()}
+    if len(panels) > 1:
+        info["explosions"] = data.groupby(["arm", hue])["explosions"].mean().to_dict()
+    fig.bpttlab_info = info
+    return fig
+
+
+def fig_forest(
+    long: pd.DataFrame,
+    outcomes: Sequence[str] = ("final_test_loss_rel", "solved", "diverged"),
+    remedies: Sequence[str] | None = None,
+) -> Figure:
+    """Each remedy's paired effect with its 95% interval, per sequence length, per outcome.
+
+    ``long`` is :func:`bpttlab.report.tables.remedy_table`. One panel per outcome; one row per
+    remedy (``remedies`` order, untested ones labelled so); per row one point per sequence length
+    (colour) and a black diamond for the pooled effect; filled = the interval excludes zero,
+    hollow = it covers zero; the vertical line is no effect.
+    """
+    if long.empty:
+        return _empty("No remedy could be tested on this sweep (no matching pairs).")
+    remedies = list(remedies) if remedies is not None else list(dict.fromkeys(long["remedy"]))
+    outcomes = [o for o in outcomes if o in set(long["outcome"])]
+    if not outcomes:
+        return _empty("No training outcome in the remedy table.")
+    lengths = sorted(long.loc[long["slice_kind"] == "seq_len", "slice_value"].unique())
+    colors = dict(zip(lengths, sns.color_palette("crest", max(1, len(lengths))), strict=False))
+    slots = [("all", None), *[("seq_len", t) for t in lengths]]
+    step = 0.7 / max(1, len(slots))
     with figure_style():
         fig = Figure(
-            figsize=(1.6 * len(xs) * max(1, len(hues)) / 2 + 3.5, 3.8), layout="constrained"
+            figsize=(3.4 * len(outcomes) + 2.6, 0.55 * len(remedies) + 1.8), layout="constrained"
         )
-        ax = fig.subplots()
-        sns.barplot(
-            data=data,
-            x=x,
-            y="diverged",
-            hue=hue,
-            order=xs,
-            hue_order=hues,
-            palette=palette(hue, hues),
-            errorbar=("ci", 95),
-            n_boot=1000,
-            seed=0,
-            capsize=0.1,
-            err_kws={"linewidth": 1},
-            ax=ax,
-        )
-        for container, lvl in zip(ax.containers, hues, strict=False):
-            labels = []
-            for bar in container:
-                # The category of a bar is the nearest integer to its centre.
-                xv = xs[int(round(bar.get_x() + bar.get_width() / 2))]
-                s, n = table.loc[(xv, lvl)] if (xv, lvl) in table.index else (0, 0)
-                labels.append(f"{int(s)}/{int(n)}" if n else "")
-            ax.bar_label(container, labels=labels, fontsize="x-small", padding=2)
-        ax.set_ylim(0, 1.08)
-        ax.set_xlabel(AXIS_LABEL.get(x, x))
-        ax.set_ylabel("fraction of runs that diverged")
-        ax.legend(
-            title=AXIS_LABEL.get(hue, hue),
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1),
-            frameon=False,
-        )
-        ax.set_title("Divergence rate (pooled over the other axes and seeds)")
-    fig.bpttlab_info = {
-        "slice": {},
-        "n_runs": len(data),
-        "rates": (table["sum"] / table["count"]).to_dict(),
-    }
+        axes = fig.subplots(1, len(outcomes), squeeze=False, sharey=True)[0]
+        for ax, outcome in zip(axes, outcomes, strict=True):
+            rows = long[long["outcome"] == outcome]
+            for i, rem in enumerate(remedies):
+                for k, (kind, value) in enumerate(slots):
+                    sel = rows[(rows["remedy"] == rem) & (rows["slice_kind"] == kind)]
+                    if kind != "all":
+                        sel = sel[sel["slice_value"] == value]
+                    if sel.empty:
+                        continue
+                    r = sel.iloc[0]
+                    y = i - 0.35 + step * (k + 0.5)
+                    color = "black" if kind == "all" else colors[value]
+                    if np.isfinite(r["ci_low"]):
+                        ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=color, lw=1.4)
+                    ax.plot(
+                        r["diff"], y, marker="D" if kind == "all" else "o", ms=6, color=color,
+                        mfc=color if r["excludes_zero"] else "white", ls="none",
+                    )  # fmt: skip
+            ax.axvline(0.0, color="0.3", lw=1)
+            label = rows["label"].iloc[0]
+            better = int(rows["better"].iloc[0])
+            side = {-1: "lower is better", 1: "higher is better"}.get(better, "")
+            ax.set_title(label + (f"\n({side})" if side else ""))
+            ax.set_xlabel("paired effect (remedy − comparison)")
+        tested = set(long["remedy"])
+        axes[0].set_yticks(range(len(remedies)))
+        axes[0].set_yticklabels([r if r in tested else f"{r} (not tested)" for r in remedies])
+        axes[0].set_ylim(len(remedies) - 0.5, -0.5)
+        handles = [
+            Line2D([], [], marker="D", color="black", ls="none", label="all T (pooled)"),
+            *[
+                Line2D([], [], marker="o", color=colors[t], ls="none", label=f"T = {t}")
+                for t in lengths
+            ],
+            Line2D(
+                [], [], marker="o", color="0.4", mfc="white", ls="none", label="interval covers 0"
+            ),
+        ]  # fmt: skip
+        _legend(fig, handles, None)
+        _suptitle(fig, "Effect of each remedy with its 95% bootstrap interval over seeds")
+    fig.bpttlab_info = {"slice": {}, "remedies": remedies, "outcomes": outcomes, "lengths": lengths}
     return fig

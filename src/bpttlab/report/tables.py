@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bpttlab.report.arms import ARM_AXES, arm_levels, arms
 from bpttlab.report.load import AXES
 
 
@@ -37,7 +38,10 @@ from bpttlab.report.load import AXES
 class Remedy:
     """A remedy: ``treatment`` level of ``axis`` compared with ``controls`` levels.
 
-    ``controls=None`` means every level present except the treatment and ``exclude``.
+    ``controls=None`` means every level present except the treatment and ``exclude``. ``where``
+    is the slice the remedy is tested at, ``((axis, level), ...)`` (e.g. orthogonal init at the
+    tanh RNN); runs outside it do not enter. ``by_arm``: also break the effect down by arm (for
+    a remedy that applies to every arm, such as clipping).
     """
 
     label: str
@@ -45,6 +49,8 @@ class Remedy:
     treatment: str
     controls: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    where: tuple[tuple[str, str], ...] = ()
+    by_arm: bool = False
 
     def control_levels(self, present: Sequence) -> list:
         if self.controls is not None:
@@ -52,14 +58,57 @@ class Remedy:
         skip = {self.treatment, *self.exclude}
         return [c for c in present if c not in skip]
 
+    def select(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """The runs in the remedy's slice (``where``)."""
+        for axis, level in self.where:
+            if axis not in runs:
+                return runs.iloc[:0]
+            runs = runs[runs[axis] == level]
+        return runs
+
+    @property
+    def slice_text(self) -> str:
+        """``cell = rnn, activation = tanh`` (empty for every arm)."""
+        return ", ".join(f"{a} = {v}" for a, v in self.where)
+
 
 REMEDIES = (
-    Remedy("norm clipping vs none", "clip", "norm", ("none",)),
-    Remedy("orthogonal init vs other inits", "init", "orthogonal", None, ("identity",)),
-    Remedy("identity init vs other inits", "init", "identity", None, ("orthogonal",)),
-    Remedy("ReLU vs tanh, sigmoid", "activation", "relu", ("tanh", "sigmoid")),
-    Remedy("LSTM vs RNN", "cell", "lstm", ("rnn",)),
-    Remedy("GRU vs RNN", "cell", "gru", ("rnn",)),
+    Remedy("norm clipping vs none", "clip", "norm", ("none",), by_arm=True),
+    Remedy(
+        "orthogonal vs Xavier init (tanh RNN)",
+        "init",
+        "orthogonal",
+        ("xavier",),
+        where=(("cell", "rnn"), ("activation", "tanh")),
+    ),
+    Remedy(
+        "identity vs Xavier init at ReLU (the IRNN)",
+        "init",
+        "identity",
+        ("xavier",),
+        where=(("cell", "rnn"), ("activation", "relu")),
+    ),
+    Remedy(
+        "ReLU vs tanh (RNN, Xavier init)",
+        "activation",
+        "relu",
+        ("tanh",),
+        where=(("cell", "rnn"), ("init", "xavier")),
+    ),
+    Remedy(
+        "LSTM vs RNN (tanh, Xavier init)",
+        "cell",
+        "lstm",
+        ("rnn",),
+        where=(("activation", "tanh"), ("init", "xavier")),
+    ),
+    Remedy(
+        "GRU vs RNN (tanh, Xavier init)",
+        "cell",
+        "gru",
+        ("rnn",),
+        where=(("activation", "tanh"), ("init", "xavier")),
+    ),
 )
 
 
@@ -81,6 +130,7 @@ OUTCOMES = (
     Outcome("decay_rate_final", "decay rate after training (/step)", 0),
     Outcome("horizon_init", "horizon at init (steps)", +1, "{:+.1f}"),
     Outcome("horizon_final", "horizon after training (steps)", +1, "{:+.1f}"),
+    Outcome("explosions", "explosions per run", 0, "{:+.1f}"),
 )
 # Training outcomes a remedy is judged on (the others describe the gradient flow).
 PRIMARY = ("final_test_loss_rel", "solved", "diverged")
@@ -130,6 +180,7 @@ def paired_differences(runs: pd.DataFrame, remedy: Remedy, outcome: str) -> pd.D
     ]
     if remedy.axis not in runs or outcome not in runs:
         return pd.DataFrame(columns=cols)
+    runs = remedy.select(runs)
     present = list(pd.unique(runs[remedy.axis].dropna()))
     controls = remedy.control_levels(present)
     keys = pair_keys(runs, remedy.axis)
@@ -206,6 +257,31 @@ def _verdict(diff: float, lo: float, hi: float, better: int) -> str:
     return "better" if np.sign(diff) == better else "worse"
 
 
+def _slices(pairs: pd.DataFrame, remedy: Remedy, breakdown: bool) -> list[tuple[str, object, str]]:
+    """``(kind, value, text)`` of each slice a remedy's pairs are summarised over.
+
+    ``("all", None, "all T")`` first (pooled), then one per sequence length and, for a remedy
+    with ``by_arm``, one per arm; a breakdown with a single level repeats the pooled row and is
+    left out.
+    """
+    out = [("all", None, "all T")]
+    if not breakdown:
+        return out
+    if "seq_len" in pairs and pairs["seq_len"].nunique() > 1:
+        out += [("seq_len", t, f"T = {t}") for t in sorted(pairs["seq_len"].unique())]
+    if remedy.by_arm and "arm" in pairs and pairs["arm"].nunique() > 1:
+        out += [("arm", a, f"arm {a}") for a in arm_levels(pairs["arm"])]
+    return out
+
+
+def remedy_pairs(runs: pd.DataFrame, remedy: Remedy, outcome: str) -> pd.DataFrame:
+    """:func:`paired_differences` plus the ``arm`` of each pair when the remedy keeps it fixed."""
+    pairs = paired_differences(runs, remedy, outcome)
+    if not pairs.empty and set(ARM_AXES[:3]) <= set(pairs.columns):
+        pairs["arm"] = arms(pairs).to_numpy()
+    return pairs
+
+
 def remedy_table(
     runs: pd.DataFrame,
     remedies: Sequence[Remedy] = REMEDIES,
@@ -214,98 +290,133 @@ def remedy_table(
     seed: int = 0,
     min_seeds: int = 3,
     min_pairs: int = 5,
+    breakdown: bool = True,
 ) -> pd.DataFrame:
-    """Long table, one row per (remedy, outcome) testable in ``runs``.
+    """Long table, one row per (remedy, outcome, slice) testable in ``runs``.
 
-    Columns: ``remedy, axis, treatment, controls, outcome, label, better, n_pairs, n_seeds,
-    treated_mean, control_mean, diff, ci_low, ci_high, ci_unit, excludes_zero, verdict``, where
-    ``diff = treated_mean - control_mean`` is the mean paired difference. With fewer than
-    ``min_pairs`` pairs no interval is computed (``ci_low = ci_high = NaN``, verdict
-    ``"too few pairs"``). A remedy whose levels are not in the sweep has no rows (see
-    :func:`untestable`).
+    Slices: ``all`` (every pair of the remedy, pooled over sequence lengths), then with
+    ``breakdown`` one per sequence length (``slice_kind = "seq_len"``, ``slice_value = T``) and,
+    for a remedy with ``by_arm``, one per arm (``"arm"``, the arm's name).
+
+    Columns: ``remedy, axis, treatment, controls, where, slice_kind, slice_value, slice, outcome,
+    label, better, n_pairs, n_seeds, seq_lens, treated_mean, control_mean, diff, ci_low, ci_high,
+    ci_unit, excludes_zero, verdict``, where ``diff = treated_mean - control_mean`` is the mean
+    paired difference over the slice's pairs. With fewer than ``min_pairs`` pairs no interval is
+    computed (``ci_low = ci_high = NaN``, verdict ``"too few pairs"``). A remedy whose levels are
+    not in the sweep has no rows (see :func:`untestable`).
     """
     rows = []
     for rem in remedies:
         for out in outcomes:
-            pairs = paired_differences(runs, rem, out.column)
-            if pairs.empty:
+            all_pairs = remedy_pairs(runs, rem, out.column)
+            if all_pairs.empty:
                 continue
-            n_seeds = int(pairs["seed"].nunique())
-            unit = "seed" if n_seeds >= min_seeds else "pair"
-            groups = pairs["seed"].to_numpy() if unit == "seed" else None
-            rng = _row_rng(seed, rem.label, out.column)
-            lo, hi = bootstrap_ci(pairs["diff"].to_numpy(), groups, n_boot=n_boot, rng=rng)
-            if len(pairs) < min_pairs:
-                lo = hi = float("nan")
-            diff = float(pairs["diff"].mean())
-            rows.append(
-                {
-                    "remedy": rem.label,
-                    "axis": rem.axis,
-                    "treatment": rem.treatment,
-                    "controls": ", ".join(map(str, sorted(pairs["control_level"].unique()))),
-                    "outcome": out.column,
-                    "label": out.label,
-                    "better": out.better,
-                    "n_pairs": len(pairs),
-                    "n_seeds": n_seeds,
-                    "treated_mean": float(pairs["treated"].mean()),
-                    "control_mean": float(pairs["control"].mean()),
-                    "diff": diff,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "ci_unit": unit,
-                    "excludes_zero": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
-                    "verdict": (
-                        _verdict(diff, lo, hi, out.better)
-                        if len(pairs) >= min_pairs
-                        else "too few pairs"
-                    ),
-                }
-            )
+            for kind, value, text in _slices(all_pairs, rem, breakdown):
+                pairs = all_pairs if kind == "all" else all_pairs[all_pairs[kind] == value]
+                rows.append(
+                    _summarise(
+                        pairs, rem, out, (kind, value, text), n_boot, seed, min_seeds, min_pairs
+                    )
+                )
     return pd.DataFrame(rows)
 
 
+def _summarise(pairs, rem, out, sl, n_boot, seed, min_seeds, min_pairs) -> dict:
+    kind, value, text = sl
+    n_seeds = int(pairs["seed"].nunique())
+    unit = "seed" if n_seeds >= min_seeds else "pair"
+    groups = pairs["seed"].to_numpy() if unit == "seed" else None
+    names = (rem.label, out.column) if kind == "all" else (rem.label, out.column, kind, str(value))
+    lo, hi = bootstrap_ci(
+        pairs["diff"].to_numpy(), groups, n_boot=n_boot, rng=_row_rng(seed, *names)
+    )
+    if len(pairs) < min_pairs:
+        lo = hi = float("nan")
+    diff = float(pairs["diff"].mean())
+    return {
+        "remedy": rem.label,
+        "axis": rem.axis,
+        "treatment": rem.treatment,
+        "controls": ", ".join(map(str, sorted(pairs["control_level"].unique()))),
+        "where": rem.slice_text,
+        "slice_kind": kind,
+        "slice_value": value,
+        "slice": text,
+        "outcome": out.column,
+        "label": out.label,
+        "better": out.better,
+        "n_pairs": len(pairs),
+        "n_seeds": n_seeds,
+        "seq_lens": ", ".join(map(str, sorted(pairs["seq_len"].unique())))
+        if "seq_len" in pairs
+        else "",
+        "treated_mean": float(pairs["treated"].mean()),
+        "control_mean": float(pairs["control"].mean()),
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "ci_unit": unit,
+        "excludes_zero": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
+        "verdict": (
+            _verdict(diff, lo, hi, out.better) if len(pairs) >= min_pairs else "too few pairs"
+        ),
+    }
+
+
 def untestable(runs: pd.DataFrame, remedies: Sequence[Remedy] = REMEDIES) -> list[str]:
-    """Remedies the sweep cannot test (treatment or comparison level absent, or no pairs)."""
+    """Remedies the sweep cannot test, as ``"label: why"`` (level or slice absent, no pairs)."""
     out = []
     for rem in remedies:
-        present = list(pd.unique(runs[rem.axis].dropna())) if rem.axis in runs else []
-        if rem.treatment not in present:
-            out.append(f"{rem.label}: no run with {rem.axis}={rem.treatment}")
+        sub = rem.select(runs)
+        present = list(pd.unique(sub[rem.axis].dropna())) if rem.axis in sub else []
+        if sub.empty and rem.where:
+            out.append(f"{rem.label}: no run at {rem.slice_text}")
+        elif rem.treatment not in present:
+            where = f" at {rem.slice_text}" if rem.where else ""
+            out.append(f"{rem.label}: no run with {rem.axis} = {rem.treatment}{where}")
         elif not rem.control_levels(present):
-            out.append(f"{rem.label}: no comparison level of {rem.axis} in the sweep")
+            where = f" at {rem.slice_text}" if rem.where else ""
+            out.append(f"{rem.label}: no comparison level of {rem.axis} in the sweep{where}")
         elif paired_differences(runs, rem, "diverged").empty:
             out.append(f"{rem.label}: no matching pairs")
     return out
 
 
-def wide_table(long: pd.DataFrame, outcomes: Sequence[Outcome] = OUTCOMES) -> pd.DataFrame:
-    """Remedies as rows, outcomes as columns, cells ``"+0.123 [+0.050, +0.200]"``.
+def _cell(r, outcomes: Sequence[Outcome] = OUTCOMES) -> str:
+    f = {o.column: o.fmt for o in outcomes}.get(r["outcome"], "{:+.3f}")
+    if not np.isfinite(r["ci_low"]):
+        return f.format(r["diff"])
+    star = " *" if r["excludes_zero"] else ""
+    return f"{f.format(r['diff'])} [{f.format(r['ci_low'])}, {f.format(r['ci_high'])}]{star}"
 
-    A ``*`` marks an interval that excludes zero.
+
+def wide_table(
+    long: pd.DataFrame,
+    outcomes: Sequence[Outcome] = OUTCOMES,
+    kinds: Sequence[str] = ("all", "seq_len"),
+) -> pd.DataFrame:
+    """Remedies and their slices as rows, outcomes as columns, cells ``"+0.12 [+0.05, +0.20]"``.
+
+    Rows: for each remedy its pooled row (``all T``) and one row per sequence length (``kinds``
+    chooses the slice kinds, e.g. ``("arm",)``). A ``*`` marks an interval that excludes zero.
     """
     if long.empty:
         return pd.DataFrame()
-    fmts = {o.column: o.fmt for o in outcomes}
+    if "slice_kind" in long:
+        long = long[long["slice_kind"].isin(list(kinds))]
+    else:
+        long = long.assign(slice="all T")
+    if long.empty:
+        return pd.DataFrame()
     labels = {o.column: o.label for o in outcomes}
-
-    def cell(r) -> str:
-        f = fmts.get(r["outcome"], "{:+.3f}")
-        if not np.isfinite(r["ci_low"]):
-            return f.format(r["diff"])
-        star = " *" if r["excludes_zero"] else ""
-        return f"{f.format(r['diff'])} [{f.format(r['ci_low'])}, {f.format(r['ci_high'])}]{star}"
-
-    long = long.assign(cell=long.apply(cell, axis=1))
-    wide = long.pivot(index="remedy", columns="outcome", values="cell")
+    long = long.assign(cell=long.apply(_cell, axis=1, outcomes=outcomes))
+    wide = long.pivot(index=["remedy", "slice"], columns="outcome", values="cell")
     order = [o.column for o in outcomes if o.column in wide.columns]
     wide = wide[order].rename(columns=labels)
-    pairs = long.groupby("remedy")["n_pairs"].max().rename("pairs")
-    seeds = long.groupby("remedy")["n_seeds"].max().rename("seeds")
-    wide = wide.join(pairs).join(seeds)
-    rem_order = list(dict.fromkeys(long["remedy"]))
-    return wide.reindex(rem_order).fillna("–")
+    counts = long.groupby(["remedy", "slice"])[["n_pairs", "n_seeds"]].max()
+    wide = wide.join(counts.rename(columns={"n_pairs": "pairs", "n_seeds": "seeds"}))
+    row_order = list(dict.fromkeys(zip(long["remedy"], long["slice"], strict=True)))
+    return wide.reindex(row_order).fillna("–")
 
 
 def _effect(r) -> str:
@@ -317,12 +428,14 @@ def _effect(r) -> str:
 
 
 def summary_text(long: pd.DataFrame, not_testable: Sequence[str] = ()) -> list[str]:
-    """One paragraph per remedy: did it help, by how much, where the interval excludes zero.
+    """One paragraph per remedy (pooled over sequence lengths): did it help, by how much.
 
     "Helped" / "hurt" judge the training outcomes (final loss, solve rate, divergence rate) whose
     interval excludes zero; the gradient-flow measures (decay rate, horizon) are reported as
-    mechanism, not judged.
+    mechanism, not judged. The per-length statements are in :func:`findings`.
     """
+    if "slice_kind" in long:
+        long = long[long["slice_kind"] == "all"]
     if long.empty:
         lines = ["No remedy could be tested on this sweep (no matching pairs)."]
         return lines + [f"Not tested: {item}." for item in not_testable]
