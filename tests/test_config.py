@@ -21,6 +21,14 @@ def test_overrides_reach_the_typed_config(compose_cfg):
     assert C.run_name(cfg) == "lstm-tanh-xavier-T50-norm1-s3"
 
 
+def test_run_names_tell_the_optimizer_apart_when_it_is_not_adam(compose_cfg):
+    # the study's irnn and irnn_sgd arms differ in the optimizer alone
+    sgd = C.to_config(compose_cfg("activation=relu", "init=identity", "optim=sgd"))
+    adam = C.to_config(compose_cfg("activation=relu", "init=identity"))
+    assert C.run_name(sgd) == "rnn-relu-identity-sgd-T50-none-s0"
+    assert C.run_name(adam) == "rnn-relu-identity-T50-none-s0"
+
+
 @pytest.mark.parametrize(
     ("overrides", "exc", "match"),
     [

@@ -112,8 +112,8 @@ def test_the_full_profile_runs_the_same_g_at_larger_n_with_more_seeds():
     assert sorted(s * math.sqrt(n) for s in scales) == pytest.approx(sorted(R.G_GRID))
 
 
-def test_smoke_runs_two_steps_and_the_older_quick_flag_still_selects_it():
-    for scale in (SimpleNamespace(profile="quick", smoke=True), C.Scale(quick=True)):
+def test_smoke_runs_two_steps_in_either_profile():
+    for scale in (C.Scale(smoke=True), C.Scale(profile="full", smoke=True)):
         ov = R.overrides(scale)
         assert ov["steps"] == 2 and ov["seed"] == 0
         n, scales, seeds = R._grid(scale)

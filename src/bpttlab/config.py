@@ -585,7 +585,8 @@ def _fmt(x: float) -> str:
 
 
 def run_name(cfg: Config) -> str:
-    """Readable run name, e.g. ``lstm-tanh-orthogonal-T50-norm1-s0``."""
+    """Readable run name, e.g. ``lstm-tanh-orthogonal-T50-norm1-s0``; an optimizer other than
+    Adam is named after the init (``rnn-relu-identity-sgd-T100-none-s0``)."""
     clip = cfg.clip.mode.value
     if cfg.clip.threshold_or_none is not None:
         clip += _fmt(cfg.clip.threshold_or_none)
@@ -598,6 +599,7 @@ def run_name(cfg: Config) -> str:
         cfg.model.cell.value,
         cfg.activation.name.value,
         init,
+        *([] if cfg.optim.name.value == "adam" else [cfg.optim.name.value]),
         f"T{cfg.task.seq_len}",
         clip,
         f"s{cfg.seed}",

@@ -79,11 +79,11 @@ SETUP = (
 
 
 def _profile(scale) -> str:
-    return getattr(scale, "profile", "quick")
+    return scale.profile
 
 
 def _smoke(scale) -> bool:
-    return bool(getattr(scale, "smoke", getattr(scale, "quick", False)))
+    return bool(scale.smoke)
 
 
 def overrides(scale) -> dict:
@@ -91,7 +91,7 @@ def overrides(scale) -> dict:
     ``full``, the protocol's two-step fields and :data:`SMOKE` for a smoke run. Steps never scale:
     the claim is about the network at initialization."""
     if _smoke(scale):
-        return {**C.QUICK_FIELDS, **SMOKE}
+        return {**C.SMOKE_FIELDS, **SMOKE}
     if _profile(scale) == "full":
         return dict(FULL)
     return {}
@@ -216,17 +216,17 @@ def verdicts(runs: pd.DataFrame, scale: str = "quick") -> list[C.Verdict]:
     decay_rate_init``, one row per run)."""
     need = {"g", "sigma_in2", "sigma_b2", "predicted", "decay_rate_init"}
     if runs.empty or not need <= set(runs.columns):
-        return [C.missing(NAME, CLAIMS[k], "no finished runs") for k in CLAIMS]
+        return [C.missing(NAME, CLAIMS[k], "no finished runs", scale) for k in CLAIMS]
     table = per_g(runs)
     if table.empty:
-        return [C.missing(NAME, CLAIMS[k], "no run the theory covers") for k in CLAIMS]
+        return [C.missing(NAME, CLAIMS[k], "no run the theory covers", scale) for k in CLAIMS]
     g_star = edge(table)
     table["err"] = table["median"] - table["predicted"]
     out = []
 
     judged = table[(table["g"] - g_star).abs() >= NEAR]
     if judged.empty:
-        out.append(C.missing(NAME, CLAIMS["slope"], "no g away from the transition"))
+        out.append(C.missing(NAME, CLAIMS["slope"], "no g away from the transition", scale))
     else:
         worst = judged.loc[judged["err"].abs().idxmax()]
         ours = (
@@ -240,7 +240,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "quick") -> list[C.Verdict]:
 
     small = table[table["g"] <= SMALL_G]
     if small.empty:
-        out.append(C.missing(NAME, CLAIMS["small_g"], f"no g ≤ {SMALL_G:g}"))
+        out.append(C.missing(NAME, CLAIMS["small_g"], f"no g ≤ {SMALL_G:g}", scale))
     else:
         gap = (small["median"] - small["log_g"]).abs()
         ours = "; ".join(
