@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from bpttlab.report import build  # noqa: E402
 from bpttlab.report import findings as FD  # noqa: E402
 from bpttlab.report import tables as T  # noqa: E402
+from bpttlab.report.arms import ARM_NAMES  # noqa: E402
 from bpttlab.report.load import SweepData  # noqa: E402
 from synthetic_store import STUDY, synthetic_frames  # noqa: E402
 
@@ -49,16 +50,7 @@ DIRECT = {
         {"activation": "tanh", "init": "xavier"},
     ),
 }
-ARMS = {
-    ("rnn", "tanh", "xavier", "adam"): "tanh",
-    ("rnn", "tanh", "orthogonal", "adam"): "orthogonal",
-    ("rnn", "relu", "xavier", "adam"): "relu",
-    ("rnn", "relu", "identity", "adam"): "irnn",
-    ("lstm", "tanh", "xavier", "adam"): "lstm",
-    ("gru", "tanh", "xavier", "adam"): "gru",
-    ("rnn", "tanh", "orthogonal", "sgd"): "tanh_gain_sgd",
-    ("rnn", "relu", "identity", "sgd"): "irnn_sgd",
-}
+ARMS = ARM_NAMES  # the arm naming is not under test here: the effects are
 AXES = ("cell", "activation", "init", "clip", "optim", "task", "seq_len", "seed")
 
 

@@ -90,6 +90,18 @@ CLAIMS = {
 }
 
 
+def _figure_cells(runs: pd.DataFrame, parts: list[str]):
+    """``(name, runs of that cell)`` for each cell of the paper's figure; ``None`` (and a
+    ``"name: no run"`` entry in ``parts``) for a cell without runs."""
+    for name in FIGURE_CELLS:
+        g = runs[runs["variant"] == name]
+        if g.empty:
+            parts.append(f"{name}: no run")
+            yield name, None
+        else:
+            yield name, g
+
+
 def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
     """Judge the claims from ``runs`` (columns ``variant, seed, decay_rate_init,
     decay_rate_final, ratio_init``), over seeds by the median."""
@@ -98,11 +110,9 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
         return [C.missing(NAME, v, "no finished runs", scale) for v in CLAIMS.values()]
     out = []
     parts, ok = [], True
-    for name in FIGURE_CELLS:
-        g = runs[runs["variant"] == name]
-        if g.empty:
+    for name, g in _figure_cells(runs, parts):
+        if g is None:
             ok = False
-            parts.append(f"{name}: no run")
             continue
         below = float((g["ratio_init"] < RATIO_MAX).mean())
         parts.append(
@@ -113,11 +123,9 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
         ok = ok and C.median_of(g["ratio_init"]) < RATIO_MAX
     out.append(C.verdict(NAME, CLAIMS["init_decay"], "; ".join(parts), bool(ok), scale))
     parts, ok = [], True
-    for name in FIGURE_CELLS:
-        g = runs[runs["variant"] == name]
-        if g.empty:
+    for name, g in _figure_cells(runs, parts):
+        if g is None:
             ok = False
-            parts.append(f"{name}: no run")
             continue
         parts.append(f"{name}: {C.median_range(g['decay_rate_final'])}")
         ok = ok and C.median_of(g["decay_rate_final"]) < 0
