@@ -530,3 +530,69 @@ def test_copy_digits_observations_have_no_verdict():
     assert text.startswith("Observations, no verdict (quick): copy, GRU")
     assert "digits (64 steps" in text and "LSTM median 0.500" in text
     assert [v.result for v in copy_digits.verdicts(runs)] == ["copy_digits"] * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# a report covers every reproduction, from whichever profile is stored
+# ---------------------------------------------------------------------------------------------
+def _fake_reproduction(stored: set[str]):
+    """A reproduction module whose store holds finished runs of the profiles in ``stored``."""
+    import types
+
+    from matplotlib.figure import Figure
+
+    mod = types.ModuleType("bpttlab.reproduce.fake")
+    mod.TITLE, mod.SETUP = "Fake", "setup"
+
+    def load(uri, scale):
+        n = 2 if scale.label in stored else 0
+        return {"runs": pd.DataFrame({"seed": range(n), "train_seconds": [1.0] * n})}
+
+    mod.load = load
+    mod.verdicts = lambda runs, scale: [
+        C.Verdict("fake", "c", "p", str(len(runs)), "k", True, scale)
+    ]
+    mod.figure = lambda data: Figure()
+    return mod
+
+
+@pytest.mark.parametrize(
+    ("asked", "stored", "do_run", "label", "fell_back"),
+    [
+        (C.Scale("full"), {"quick"}, False, "quick", True),  # only quick stored
+        (C.Scale("full"), {"quick", "full"}, False, "full", False),  # the profile asked for
+        (C.Scale("quick"), {"full"}, False, "full", True),
+        (C.Scale("full"), {"quick"}, True, "full", False),  # ran now: never another profile
+        (C.Scale("full"), set(), False, "full", False),  # nothing stored anywhere
+        (C.Scale("full", smoke=True), {"quick"}, False, "full smoke", False),
+    ],
+)
+def test_section_without_runs_of_the_profile_reports_the_other(
+    monkeypatch, tmp_path, asked, stored, do_run, label, fell_back
+):
+    import sys
+
+    from bpttlab.reproduce import __main__ as main_mod
+
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", _fake_reproduction(stored))
+    monkeypatch.setattr(
+        sys.modules["bpttlab.reproduce.fake"], "run", lambda *a, **k: {}, raising=False
+    )
+    section = main_mod.reproduce_one(
+        "fake",
+        "sqlite://",
+        asked,
+        tmp_path,
+        do_run=do_run,
+        jobs=1,
+        workdir=None,
+        log=lambda m: None,
+    )
+    assert [v.scale for v in section.verdicts] == [label]
+    assert section.profile == label
+    assert bool(section.fallback) is fell_back
+    if fell_back:
+        assert f"Reported from the {label} profile" in section.fallback
+        blocks = C.report_blocks([section], "header")
+        assert any(b[0] == "p" and section.fallback in b[1] for b in blocks)
+    assert "fake" in C.profiles_used([section]) and label in C.profiles_used([section])

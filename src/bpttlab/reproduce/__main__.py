@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_runs(runs) -> bool:
+    """True if a reproduction's loaded ``runs`` is an empty table (an analytic result's is None)."""
+    return runs is not None and len(runs) == 0
+
+
 def reproduce_one(
     name: str,
     uri: str,
@@ -128,6 +133,20 @@ def reproduce_one(
         t0 = time.perf_counter()
         data = mod.load(uri, scale)
         runs = data.get("runs") if isinstance(data, dict) else None
+        other = scale.other()
+        if not do_run and other is not None and _no_runs(runs):
+            # Nothing of this profile is stored: report the other profile's runs, if any, with
+            # every row saying so (a report covers all reproductions, whichever ran).
+            other_data = mod.load(uri, other)
+            other_runs = other_data.get("runs") if isinstance(other_data, dict) else None
+            if not _no_runs(other_runs):
+                log(f"  no finished runs of the {scale.label} profile; reporting {other.label}")
+                section.fallback = (
+                    f"Reported from the {other.label} profile: the store has no finished runs of "
+                    f"the {scale.label} profile for this reproduction."
+                )
+                scale, data, runs = other, other_data, other_runs
+        section.profile = scale.label
         if runs is not None and len(runs) and "train_seconds" in runs:
             section.n_runs = len(runs)
             section.seconds["training summed over the stored runs"] = float(
@@ -184,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k.endswith("sweep cpu"))
     header = (
         f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
-        f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`; profile: {scale.label} "
-        f"(`quick` is the default; `full` runs budgets as close to the papers as one machine "
-        f"allows); ran: {', '.join(n for n in chosen) if not args.no_run else 'nothing'}; "
+        f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`; profile asked for: "
+        f"{scale.label} (`quick` is the default; `full` runs budgets as close to the papers as "
+        f"one machine allows); verdicts from: {C.profiles_used(sections)} (a reproduction "
+        "without stored runs of the profile asked for is reported from the other one, and its "
+        "rows say so); ran: {', '.join(n for n in chosen) if not args.no_run else 'nothing'}; "
         f"wall time {total / 60:.1f} min ({run_s / 60:.1f} min in sweeps and analytic runs; "
         f"sweeps used {cpu_s / 60:.1f} CPU-min; finished runs already in the store are reused, "
         "not counted). "

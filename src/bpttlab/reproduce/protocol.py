@@ -68,6 +68,13 @@ class Scale:
         if not self.steps_scale > 0:
             raise ValueError(f"steps_scale must be > 0, got {self.steps_scale!r}")
 
+    def other(self) -> Scale | None:
+        """The other profile at the same size (``quick`` <-> ``full``), or None for a smoke run or
+        scaled steps (whose runs are not interchangeable with a profile's)."""
+        if self.smoke or self.steps_scale != 1.0:
+            return None
+        return Scale(profile=next(p for p in PROFILES if p != self.profile))
+
     @property
     def label(self) -> str:
         """``quick``, ``full``, ``full smoke`` or ``quick steps x0.5``: which runs a verdict
@@ -442,6 +449,8 @@ class Section:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     n_runs: int = 0
+    profile: str = ""  # the profile (label) its verdicts come from
+    fallback: str = ""  # why it is reported from another profile than the one asked for
 
 
 VERDICT_COLUMNS = ("result", "claim", "published", "ours", "pass criterion", "verdict", "run size")
@@ -468,6 +477,15 @@ def _fmt_times(seconds: Mapping[str, float]) -> str:
 TITLE = "Reproductions of published results"
 
 
+def profiles_used(sections: Sequence[Section]) -> str:
+    """``"quick (adding, copy_digits); full (bound, gradnorm_time)"``: which profile each
+    section's verdicts come from."""
+    by: dict[str, list[str]] = {}
+    for s in sections:
+        by.setdefault(s.profile or "?", []).append(s.name)
+    return "; ".join(f"{p} ({', '.join(names)})" for p, names in by.items())
+
+
 def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
     """The blocks of ``reproduce.md/.html`` (:mod:`bpttlab.report.render`): the verdict table
     first, then one part per reproduction."""
@@ -479,7 +497,7 @@ def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
     blocks += [("table", verdict_frame(all_v), False, VERDICT_COLORS)]
     for s in sections:
         blocks += [("h", 2, s.title), ("p", s.setup)]
-        facts = []
+        facts = [s.fallback] if s.fallback else []
         if s.n_runs:
             facts.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
         if s.seconds:
