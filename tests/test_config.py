@@ -103,3 +103,41 @@ def test_flatten_gives_dotted_keys(compose_cfg):
     assert flat["model.cell"] == "rnn"
     assert flat["task.seq_len"] == 50
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_fields_added_later_leave_the_hash_of_a_config_without_them(compose_cfg):
+    """``init.sparse``, ``init.sparse_fan``, ``task.max_len`` and ``task.test_chunk`` at their
+    defaults are left out of the hash: a run stored before they existed keeps its hash."""
+    import hashlib
+    import json
+
+    for overrides in ((), ("task=temporal_order", "init=smart", "optim=sgd")):
+        cfg = C.to_config(compose_cfg(*overrides))
+        d = {k: v for k, v in C.to_dict(cfg).items() if k not in ("tracking", "study")}
+        for group, key in (("init", "sparse"), ("init", "sparse_fan"), ("task", "max_len")):
+            d[group].pop(key, None)
+        d["task"].pop("test_chunk", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        assert C.config_hash(cfg) == hashlib.sha256(blob.encode()).hexdigest()[:12]
+    base = C.to_config(compose_cfg("task=temporal_order", "init=smart"))
+    changed = [
+        ("init.sparse=15",),
+        ("init.sparse=15", "init.sparse_fan=in"),
+        ("task.max_len=80",),
+        ("task.max_len=80", "task.test_chunk=100"),
+    ]
+    hashes = {C.config_hash(base)}
+    for extra in changed:
+        hashes.add(
+            C.config_hash(C.to_config(compose_cfg("task=temporal_order", "init=smart", *extra)))
+        )
+    assert len(hashes) == 1 + len(changed)
+
+
+def test_run_names_tell_sparse_inits_and_length_ranges_apart(compose_cfg):
+    cfg = C.to_config(
+        compose_cfg("task=temporal_order", "init=smart", "init.sparse=15", "task.max_len=200")
+    )
+    assert C.run_name(cfg) == "temporal_order-rnn-tanh-smart0.1-k15-T50-200-none-s0"
+    cfg = C.to_config(compose_cfg("init=smart", "init.sparse=4", "init.sparse_fan=in"))
+    assert C.run_name(cfg) == "rnn-tanh-smart0.1-k4in-T50-none-s0"

@@ -139,3 +139,81 @@ def test_errors_name_the_bad_value():
         rescale_spectral_radius(np.zeros((3, 3)), 0.9)
     with pytest.raises(ValueError, match=r"init_rho needs a square matrix, got shape \(2, 3\)"):
         rescale_spectral_radius(np.ones((2, 3)), 0.9)
+
+
+# ---------------------------------------------------------------- sparse (Pascanu's smart init)
+def _pascanu_smart_tanh(n_hidden: int, k: int, r: np.random.Generator) -> np.ndarray:
+    """A line-by-line port of RNN.py's ``init == 'smart_tanh'`` W_hh (with a Generator), in its
+    own layout ``h_t = tanh(h_{t-1} W_hh + ...)``."""
+    W_hh = r.normal(size=(n_hidden, n_hidden), scale=0.01, loc=0.0)
+    for dx in range(n_hidden):
+        spng = r.permutation(n_hidden)
+        W_hh[dx][spng[k:]] = 0.0
+    sr = np.max(abs(np.linalg.eigvals(W_hh)))
+    return 0.95 * W_hh / sr
+
+
+def test_sparse_smart_is_pascanus_draw_in_the_transposed_layout():
+    ours = init_blocks("smart", 1, (50, 50), rng(), scale=0.01, sparse=15, sparse_fan="out")
+    theirs = _pascanu_smart_tanh(50, 15, rng())
+    np.testing.assert_allclose(ours, theirs.T, rtol=1e-12, atol=0)  # weight_hh = their W_hh.T
+
+
+@pytest.mark.parametrize("k", [1, 15, 50])
+@pytest.mark.parametrize(("fan", "axis"), [("out", 0), ("in", 1)])
+def test_sparse_keeps_k_weights_per_unit(k, fan, axis):
+    w = init_blocks("smart", 3, (50, 50), rng(), sparse=k, sparse_fan=fan)
+    for block in w.reshape(3, 50, 50):
+        # out: column u (unit u's outgoing weights) has k non-zeros; in: row u (incoming)
+        np.testing.assert_array_equal((block != 0).sum(axis=axis), k)
+        assert np.max(np.abs(np.linalg.eigvals(block))) == pytest.approx(0.95, rel=1e-12)
+    if k < 50:  # the other axis is not constrained: its counts vary
+        assert len(np.unique((w[:50] != 0).sum(axis=1 - axis))) > 1
+
+
+@pytest.mark.parametrize("fan", ["out", "in"])
+def test_sparse_keeps_the_dense_draw_values_and_applies_rho(fan):
+    dense = init_weight("normal", (30, 30), rng(), scale=0.3)
+    dense = dense.T if fan == "out" else dense  # out: their layout's draw, transposed
+    w = init_blocks("normal", 1, (30, 30), rng(), scale=0.3, sparse=4, rho=1.2, sparse_fan=fan)
+    kept = w != 0
+    ratio = w[kept] / dense[kept]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)  # one common rescaling factor
+    assert np.max(np.abs(np.linalg.eigvals(w))) == pytest.approx(1.2, rel=1e-12)
+    plain = init_blocks("normal", 1, (30, 30), rng(), scale=0.3, sparse=4, sparse_fan=fan)
+    np.testing.assert_array_equal(plain[plain != 0], dense[plain != 0])  # no rho: unscaled
+
+
+def test_sparse_is_deterministic_by_seed():
+    a = build_model("rnn", 6, 50, 4, init="smart", init_sparse=15, rng=np.random.default_rng(4))
+    b = build_model("rnn", 6, 50, 4, init="smart", init_sparse=15, rng=np.random.default_rng(4))
+    c = build_model("rnn", 6, 50, 4, init="smart", init_sparse=15, rng=np.random.default_rng(5))
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert not np.array_equal(a.params["weight_hh"] != 0, c.params["weight_hh"] != 0)
+    dense = build_model("rnn", 6, 50, 4, init="smart", rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(a.params["weight_ih"], dense.params["weight_ih"])
+    assert (dense.params["weight_hh"] != 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sparse": 0}, r"init sparse must be an integer in \[1, 8\].*got 0"),
+        ({"sparse": 9}, r"init sparse must be an integer in \[1, 8\].*hidden_size=8.*got 9"),
+        ({"sparse": 2.5}, r"init sparse must be an integer in \[1, 8\].*got 2.5"),
+        ({"sparse": True}, r"init sparse must be an integer.*got True"),
+        ({"sparse": 3, "sparse_fan": "both"}, r"sparse_fan must be one of 'out', 'in', got 'both'"),
+    ],
+)
+def test_sparse_bad_values_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        init_blocks("smart", 1, (8, 8), rng(), **kwargs)
+
+
+@pytest.mark.parametrize("name", ["orthogonal", "identity"])
+def test_sparse_refuses_structured_schemes(name):
+    with pytest.raises(ValueError, match=rf"init sparse=3 needs a scheme.*{name!r} would lose"):
+        init_blocks(name, 1, (8, 8), rng(), sparse=3)
+    with pytest.raises(ValueError, match=r"init sparse needs square blocks, got \(8, 3\)"):
+        init_blocks("normal", 1, (8, 3), rng(), sparse=2)

@@ -211,24 +211,133 @@ def test_copy_metric_scores_last_ten_only():
 # ---------------------------------------------------------------- temporal order
 
 
-@pytest.mark.parametrize("L", [10, 30, 47, 100])
-def test_temporal_order_positions_and_labels(L):
-    task = make_task("temporal_order", L)
-    x, y, _ = task.sample(rng(L), 3000)
+def _check_temporal_order_batch(x, y):
+    """Pascanu's windows at the batch's own length L: one A/B in [L//10, 2(L//10)) and one in
+    [L//2, L//2 + L//10) (tempOrder.py: randint(int(.1 l)) + int(.1 l), + int(.5 l)), the
+    class 2 v0 + v1 of those two symbols, every other step a distractor."""
+    L = x.shape[0]
     np.testing.assert_array_equal(x.sum(-1), 1.0)
     tokens = x.argmax(-1)
     relevant = tokens < 2  # A or B
     np.testing.assert_array_equal(relevant.sum(0), 2)  # exactly two relevant symbols
     t = np.arange(L)[:, None]
-    in0 = relevant & (t >= 0.1 * L) & (t < 0.2 * L)
-    in1 = relevant & (t >= 0.5 * L) & (t < 0.6 * L)
+    w = int(L * 0.1)
+    in0 = relevant & (t >= w) & (t < 2 * w)
+    in1 = relevant & (t >= int(L * 0.5)) & (t < int(L * 0.5) + w)
     np.testing.assert_array_equal(in0.sum(0), 1)
     np.testing.assert_array_equal(in1.sum(0), 1)
     v0 = np.where(in0, tokens, 0).sum(0)
     v1 = np.where(in1, tokens, 0).sum(0)
     np.testing.assert_array_equal(y, 2 * v0 + v1)  # AA=0, AB=1, BA=2, BB=3
+    assert set(np.unique(tokens[~relevant])) <= {2, 3, 4, 5}
+    return tokens, relevant
+
+
+@pytest.mark.parametrize("L", [10, 30, 47, 100, 199])
+def test_temporal_order_positions_and_labels(L):
+    task = make_task("temporal_order", L)
+    x, y, _ = task.sample(rng(L), 3000)
+    tokens, relevant = _check_temporal_order_batch(x, y)
     assert np.bincount(y, minlength=4).min() > 600  # four balanced classes
     assert set(np.unique(tokens[~relevant])) == {2, 3, 4, 5}
+    # every position of both windows is used
+    t = np.nonzero(relevant)[0]
+    w = L // 10
+    assert set(t) == set(range(w, 2 * w)) | set(range(L // 2, L // 2 + w))
+
+
+def test_temporal_order_windows_match_pascanus_integer_rule():
+    task = make_task("temporal_order", 10)
+    for L in range(10, 2001):
+        w = int(L * 0.1)  # tempOrder.py's int(l * .1) and int(l * .5)
+        assert task.windows(L) == ((w, 2 * w), (int(L * 0.5), int(L * 0.5) + w))
+
+
+def test_temporal_order_length_drawn_per_batch_in_range():
+    """Each batch draws L = seq_len + randint(max_len - seq_len) (RNN.py), in [50, 200): every
+    length of the range occurs, none outside, uniformly; the targets stay right at each L."""
+    task = make_task("temporal_order", 50, max_len=200)
+    assert task.length == 199  # the longest a batch can be
+    r = rng(3)
+    lengths = []
+    for _ in range(6000):
+        x, y, mask = task.sample(r, 2)
+        assert mask is None and x.shape[1:] == (2, 6) and y.shape == (2,)
+        lengths.append(x.shape[0])
+    lengths = np.array(lengths)
+    assert lengths.min() == 50 and lengths.max() == 199
+    counts = np.bincount(lengths - 50, minlength=150)
+    assert counts.min() > 0  # every length of [50, 200) occurs
+    # uniform over 150 lengths: chi-square with 149 dof, far below 250 (p < 1e-6 beyond)
+    expected = len(lengths) / 150
+    assert ((counts - expected) ** 2 / expected).sum() < 250
+    for L in (50, 51, 137, 199):  # the targets at some drawn lengths, with many sequences
+        x, y, _ = task._generate(rng(L), 500, L)
+        _check_temporal_order_batch(x, y)
+    x, y, _ = task.sample(rng(9), 400)
+    _check_temporal_order_batch(x, y)
+
+
+def test_temporal_order_length_draw_is_the_first_draw_of_a_batch():
+    """The same stream gives the same lengths and sequences; the length is drawn from that
+    stream (as their rng.randint before task.generate), one per batch, shared by its rows."""
+    task = make_task("temporal_order", 20, max_len=40)
+    (x1, y1, _), (x2, y2, _) = task.sample(rng(5), 8), task.sample(rng(5), 8)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    r = rng(6)
+    expected_len = 20 + int(rng(6).integers(20))
+    assert task.sample(r, 8)[0].shape[0] == expected_len
+    fixed = make_task("temporal_order", 20)  # no max_len: no length draw, the stream as before
+    r1, r2 = rng(7), rng(7)
+    x1, y1, _ = fixed.sample(r1, 8)
+    x2, y2, _ = fixed._generate(r2, 8)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+
+
+def test_temporal_order_test_chunks_each_draw_a_length():
+    task = make_task("temporal_order", 50, max_len=200, test_size=2500, test_chunk=1000)
+    chunks = task.test_chunks()
+    assert [c[0].shape[1] for c in chunks] == [1000, 1000, 500]
+    lengths = [c[0].shape[0] for c in chunks]
+    assert all(50 <= L < 200 for L in lengths)
+    s = np.random.default_rng([task.test_seed, 0x7E57])  # the test stream draws L, then sequences
+    assert lengths[0] == 50 + int(s.integers(150))
+    for x, y, mask in chunks:
+        assert mask is None
+        _check_temporal_order_batch(x, y)
+    again = task.test_chunks()  # cached: the same arrays
+    assert all(a[0] is b[0] for a, b in zip(chunks, again, strict=True))
+    fresh = make_task("temporal_order", 50, max_len=200, test_size=2500, test_chunk=1000)
+    for a, b in zip(chunks, fresh.test_chunks(), strict=True):  # fixed by test_seed
+        np.testing.assert_array_equal(a[0], b[0])
+    other = make_task(
+        "temporal_order", 50, max_len=200, test_size=2500, test_chunk=1000, test_seed=8
+    ).test_chunks()
+    assert [c[0].shape[0] for c in other] != lengths or not np.array_equal(
+        other[0][1], chunks[0][1]
+    )
+    assert task.probe_capacity == 1000
+    with pytest.raises(ValueError, match="several lengths; use test_chunks"):
+        task.test_set()
+    one = make_task("temporal_order", 30, test_size=40)
+    (only,) = one.test_chunks()
+    assert only[0] is one.test_set()[0] and one.probe_capacity == 40
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_len": 50}, r"max_len must be an integer >= 51, got 50"),
+        ({"max_len": 20}, r"max_len must be an integer >= 51, got 20"),
+        ({"max_len": 80.0}, r"max_len must be an integer >= 51, got 80.0"),
+        ({"test_chunk": 0}, r"test_chunk must be an integer >= 1, got 0"),
+    ],
+)
+def test_temporal_order_bad_length_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_task("temporal_order", 50, **kwargs)
 
 
 def test_temporal_order_baseline_metric_solved():

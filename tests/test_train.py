@@ -141,3 +141,49 @@ def test_failure_while_building_propagates(compose_cfg, monkeypatch):
     monkeypatch.setattr("bpttlab.train.build", broken_build)
     with pytest.raises(RuntimeError, match="configured to fail"):
         train(_cfg(compose_cfg))
+
+
+def test_temporal_order_over_a_range_of_lengths_with_the_sparse_smart_init(compose_cfg):
+    """Lengths drawn per batch, a test set of chunks of one length each (evaluated as the
+    size-weighted mean over the chunks), the probe from the first chunk; W_rec sparse-15."""
+    from bpttlab.recorder import evaluate
+
+    overrides = (
+        "task=temporal_order",
+        "task.seq_len=20",
+        "task.max_len=40",
+        "task.test_size=250",
+        "task.test_chunk=100",
+        "probe_size=16",
+        "init=smart",
+        "init.sparse=15",
+        "model.hidden_size=30",
+        "optim=sgd",
+        "clip=norm",
+        "steps=12",
+        "eval_every=6",
+        "profile_every=6",
+    )
+    cfg = _cfg(compose_cfg, *overrides)
+    model, task, _, _ = build(cfg)
+    W = model.params["weight_hh"]
+    np.testing.assert_array_equal((W != 0).sum(axis=0), 15)  # 15 outgoing weights per unit
+    assert np.max(np.abs(np.linalg.eigvals(W))) == pytest.approx(0.95, rel=1e-9)
+    chunks = task.test_chunks()
+    assert [c[0].shape[1] for c in chunks] == [100, 100, 50]
+    # the evaluation is the size-weighted mean of the chunks' own scores
+    scores = np.array([evaluate(model, task, c) for c in chunks])
+    expected = np.array([100, 100, 50]) @ scores / 250
+    np.testing.assert_allclose(evaluate(model, task, chunks), expected, rtol=1e-12)
+    tracker = NullTracker()
+    s = train(cfg, tracker)
+    assert s["steps_done"] == 12 and s["diverged"] == 0
+    first_len = chunks[0][0].shape[0]
+    assert [st for st, _ in tracker.metrics["profile_init"]] == list(range(1, first_len + 1))
+    assert tracker.artifacts["profiles/temporal_profiles.npz"]["norms"].shape == (3, first_len)
+    evals = tracker.metrics["test_loss"]
+    assert [st for st, _ in evals] == [0, 6, 12]
+    assert evals[0][1] == pytest.approx(expected[0], rel=1e-12)  # scored on all three chunks
+    a, b = train(cfg), train(cfg)  # deterministic by seed, lengths included
+    a.pop("train_seconds"), b.pop("train_seconds")
+    assert a == b

@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bpttlab.activations import ACTIVATIONS
-from bpttlab.init import RECURRENT_INITS
+from bpttlab.init import RECURRENT_INITS, SPARSE_FANS, SPARSE_INITS
 from bpttlab.models import CELLS
 from bpttlab.optim import CLIP_MODES, OPTIMIZERS
 from bpttlab.tasks import BATCH_TASKS
@@ -59,6 +59,7 @@ TaskName = _enum("TaskName", TASK_CHOICES)
 ClipMode = _enum("ClipMode", CLIP_CHOICES)
 OptimName = _enum("OptimName", OPTIM_CHOICES)
 DType = _enum("DType", DTYPE_CHOICES)
+SparseFan = _enum("SparseFan", SPARSE_FANS)
 
 
 def _require(ok: bool, what: str, value: Any, expected: str) -> None:
@@ -140,11 +141,27 @@ class InitConf:
     name: InitName = InitName.xavier
     scale: float | None = None  # gain (xavier/orthogonal/identity), a (uniform), sigma (normal)
     rho: float | None = None  # rescale W_hh (per gate block) to this spectral radius
+    # keep this many non-zero weights per unit (Pascanu et al.'s smart init: 15), before rho
+    sparse: int | None = None
+    sparse_fan: SparseFan = SparseFan.out  # count a unit's outgoing (their code) or incoming ones
 
     def __post_init__(self) -> None:
         _check_finite_floats(self, "init.")
         _require(self.scale is None or self.scale > 0, "init.scale", self.scale, "null or > 0")
         _require(self.rho is None or self.rho > 0, "init.rho", self.rho, "null or > 0")
+        _require(
+            self.sparse is None or self.sparse >= 1,
+            "init.sparse",
+            self.sparse,
+            "null or an integer in [1, model.hidden_size] (non-zero weights kept per unit)",
+        )
+        name = getattr(self.name, "value", self.name)
+        _require(
+            self.sparse is None or name in SPARSE_INITS,
+            "init.sparse",
+            self.sparse,
+            f"null with init={name} (sparse needs one of {', '.join(SPARSE_INITS)})",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,12 +218,23 @@ class CopyConf(TaskConf):
 @dataclass
 class TemporalOrderConf(TaskConf):
     name: TaskName = TaskName.temporal_order
-    seq_len: int = 100
+    seq_len: int = 100  # the length, or the shortest one when max_len is set
     solve_acc: float = 0.99
+    # null: every sequence has seq_len steps; else each batch (and each test chunk) draws its
+    # length as seq_len + randint(max_len - seq_len), in [seq_len, max_len) (Pascanu's RNN.py)
+    max_len: int | None = None
+    test_chunk: int = 1000  # test sequences per drawn length (their cbs); with max_len only
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _fraction(self, "solve_acc")
+        _require(
+            self.max_len is None or self.max_len > self.seq_len,
+            "task.max_len",
+            self.max_len,
+            f"null or an integer > task.seq_len={self.seq_len} (lengths in [seq_len, max_len))",
+        )
+        _require(self.test_chunk >= 1, "task.test_chunk", self.test_chunk, "an integer >= 1")
 
 
 @dataclass
@@ -528,6 +556,21 @@ def check_runnable(cfg: Config, memory_budget: int | None = None) -> None:
         f"an integer in [1, task.test_size={cfg.task.test_size}] (the probe batch is drawn "
         "from the test set)",
     )
+    _require(
+        cfg.probe_size <= task.probe_capacity,
+        "probe_size",
+        cfg.probe_size,
+        f"an integer in [1, {task.probe_capacity}] (the probe batch is drawn from the first "
+        "test chunk, of one length)",
+    )
+    if cfg.init.sparse is not None:
+        _require(
+            cfg.init.sparse <= cfg.model.hidden_size,
+            "init.sparse",
+            cfg.init.sparse,
+            f"an integer in [1, model.hidden_size={cfg.model.hidden_size}] (non-zero weights "
+            "kept per unit)",
+        )
     need = memory_estimate(cfg, task.input_size, task.output_size, task.length)
     budget = available_memory() if memory_budget is None else memory_budget
     if need > budget:
@@ -571,11 +614,22 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Fields that do not change what a run computes: excluded from the config hash.
 _NOT_HASHED = ("tracking", "study")
+# Fields added after runs were stored, and their defaults: at its default such a field is left
+# out of the hash, so a stored run keeps the hash of the identical config it ran.
+_HASHED_UNLESS_DEFAULT = {
+    ("init", "sparse"): None,
+    ("init", "sparse_fan"): "out",
+    ("task", "max_len"): None,
+    ("task", "test_chunk"): 1000,
+}
 
 
 def config_hash(cfg: Config) -> str:
     """Stable 12-hex-digit hash of everything that determines the run's numbers."""
     d = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_HASHED}
+    for (group, key), default in _HASHED_UNLESS_DEFAULT.items():
+        if d.get(group, {}).get(key, default) == default:
+            d[group].pop(key, None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -595,12 +649,15 @@ def run_name(cfg: Config) -> str:
         init += _fmt(cfg.init.scale)
     if cfg.init.rho is not None:
         init += f"-rho{_fmt(cfg.init.rho)}"
+    if cfg.init.sparse is not None:
+        init += f"-k{cfg.init.sparse}" + ("in" if cfg.init.sparse_fan.value == "in" else "")
     parts = [
         cfg.model.cell.value,
         cfg.activation.name.value,
         init,
         *([] if cfg.optim.name.value == "adam" else [cfg.optim.name.value]),
-        f"T{cfg.task.seq_len}",
+        f"T{cfg.task.seq_len}"
+        + (f"-{cfg.task.max_len}" if getattr(cfg.task, "max_len", None) is not None else ""),
         clip,
         f"s{cfg.seed}",
     ]

@@ -11,18 +11,31 @@ normal     ``N(0, σ²)``                                 ``σ``                
 xavier     Glorot uniform ``U(±gain·√(6/(in+out)))``    ``gain``                    1.0
 orthogonal ``gain · Q``, ``Q`` (semi-)orthogonal        ``gain``                    1.0
 identity   ``gain · I`` (the IRNN of Le et al. 2015)    ``gain``                    1.0
-smart      ``N(0, σ²)`` rescaled to ``ρ = 0.95``          ``σ``                       0.1
+smart      ``N(0, σ²)`` rescaled to ``ρ = 0.95``        ``σ``                       0.1
 ========== ============================================ =========================== ========
 
-``rescale_spectral_radius`` then optionally sets any square matrix to a chosen spectral radius
-``ρ``. ``smart`` is the initialization of Pascanu, Mikolov & Bengio (2013, Sec. 4): the ``normal``
-draw rescaled to spectral radius ``SMART_RHO = 0.95`` unless another ``ρ`` is given (their code
-also keeps only 15 non-zero incoming weights per unit; this one is dense).
+``sparsify`` then optionally keeps ``k`` non-zero weights per unit of a square recurrent block
+and zeroes the rest (Sutskever et al.'s sparse initialization), and ``rescale_spectral_radius``
+sets any square matrix to a chosen spectral radius ``ρ``. ``smart`` is the initialization of
+Pascanu, Mikolov & Bengio (2013, Sec. 4): the ``normal`` draw rescaled to spectral radius
+``SMART_RHO = 0.95`` unless another ``ρ`` is given; with ``sparse=15`` it is their code's draw
+exactly (``RNN.py`` of pascanur/trainingRNNs, ``init='smart_tanh'``)::
+
+    W_hh = N(0, 0.01²) of shape (H, H)              # used as h_t = tanh(h_{t-1} W_hh + ...)
+    for dx in range(H):                              # each unit dx in turn
+        W_hh[dx][rng.permutation(H)[15:]] = 0        # keeps 15 of its weights
+    W_hh = 0.95 W_hh / ρ(W_hh)
+
+Their ``W_hh[dx]`` holds unit ``dx``'s *outgoing* weights (``h_{t-1} W_hh``); in this package's
+``x @ W.T`` layout that is column ``dx`` of ``weight_hh``, so ``sparse_fan="out"`` (the default)
+keeps ``k`` non-zeros per column, and ``sparse_fan="in"`` keeps ``k`` incoming weights per unit
+(per row) instead.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -33,6 +46,10 @@ __all__ = [
     "init_blocks",
     "init_weight",
     "rescale_spectral_radius",
+    "SPARSE_FANS",
+    "SPARSE_INITS",
+    "check_sparse",
+    "sparsify",
 ]
 
 #: Scheme names accepted by ``init_weight``.
@@ -48,6 +65,14 @@ RECURRENT_INITS: tuple[str, ...] = (
 
 #: Spectral radius of the "smart" scheme when no ``rho`` is given (Pascanu et al. 2013).
 SMART_RHO = 0.95
+
+#: Schemes whose entries are drawn independently, so that zeroing some keeps the others' law:
+#: the ones ``sparse`` applies to (an orthogonal or identity matrix would lose its structure).
+SPARSE_INITS: tuple[str, ...] = ("default", "uniform", "normal", "xavier", "smart")
+
+#: Which weights of a unit ``sparse`` counts: ``out`` (Pascanu's code; a column of ``weight_hh``)
+#: or ``in`` (a row of ``weight_hh``).
+SPARSE_FANS: tuple[str, ...] = ("out", "in")
 
 #: The scale each scheme uses when ``scale=None``.
 DEFAULT_SCALES: dict[str, float] = {
@@ -167,6 +192,61 @@ def rescale_spectral_radius(w: np.ndarray, rho: float) -> np.ndarray:
     return (w * (rho / current)).astype(w.dtype)
 
 
+def check_sparse(sparse, name: str, hidden_size: int, fan: str = "out") -> int | None:
+    """Return ``sparse`` as an int (or None) if scheme ``name`` can be made that sparse.
+
+    Raises
+    ------
+    ValueError
+        Naming the bad value: ``sparse`` not an integer in ``[1, hidden_size]``, a scheme not in
+        ``SPARSE_INITS``, or ``fan`` not in ``SPARSE_FANS``.
+    """
+    if fan not in SPARSE_FANS:
+        valid = ", ".join(repr(f) for f in SPARSE_FANS)
+        raise ValueError(f"init sparse_fan must be one of {valid}, got {fan!r}")
+    if sparse is None:
+        return None
+    if isinstance(sparse, bool) or not isinstance(sparse, numbers.Integral):
+        raise ValueError(
+            f"init sparse must be an integer in [1, {hidden_size}] (non-zero weights kept per "
+            f"unit, at most hidden_size={hidden_size}), got {sparse!r}"
+        )
+    if not 1 <= sparse <= hidden_size:
+        raise ValueError(
+            f"init sparse must be an integer in [1, {hidden_size}] (non-zero weights kept per "
+            f"unit, at most hidden_size={hidden_size}), got {sparse!r}"
+        )
+    if name not in SPARSE_INITS:
+        valid = ", ".join(repr(n) for n in SPARSE_INITS)
+        raise ValueError(
+            f"init sparse={sparse} needs a scheme with independent entries ({valid}); "
+            f"{name!r} would lose its structure"
+        )
+    return int(sparse)
+
+
+def sparsify(w: np.ndarray, k: int, rng: np.random.Generator, fan: str = "out") -> np.ndarray:
+    """Keep ``k`` weights per unit of a square ``(H, H)`` draw ``w``, zero the others (a copy).
+
+    Pascanu et al.'s loop: for each unit ``u = 0 .. H-1`` in turn, ``rng.permutation(H)``; row
+    ``u`` keeps the entries at the first ``k`` positions of that permutation. ``fan="in"``: the
+    rows are this layout's (``W`` used as ``h @ W.T``, row ``u`` = unit ``u``'s incoming
+    weights). ``fan="out"``: the rows are their code's layout (``h @ W``, row ``u`` = unit
+    ``u``'s outgoing weights), so the masked draw is returned transposed: the same stream gives
+    their matrix exactly, in this layout, with ``k`` non-zeros per column. (Transposing an
+    independent draw does not change its law.)
+    """
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"init sparse needs a square recurrent block, got shape {w.shape}")
+    H = w.shape[0]
+    k = check_sparse(k, "normal", H, fan)
+    mask = np.zeros((H, H), dtype=bool)  # mask[u]: the entries row u keeps
+    for u in range(H):
+        mask[u, rng.permutation(H)[:k]] = True
+    kept = w * mask
+    return np.ascontiguousarray(kept.T) if fan == "out" else kept
+
+
 def init_blocks(
     name: str,
     n_blocks: int,
@@ -176,6 +256,8 @@ def init_blocks(
     rho: float | None = None,
     dtype: np.dtype | type = np.float64,
     hidden_size: int | None = None,
+    sparse: int | None = None,
+    sparse_fan: str = "out",
 ) -> np.ndarray:
     """Stack ``n_blocks`` independently initialized blocks by rows (one per gate).
 
@@ -190,6 +272,11 @@ def init_blocks(
     rho : float, optional
         If given, each block is rescaled to spectral radius ``rho`` (square blocks only);
         ``"smart"`` uses ``SMART_RHO`` when ``rho`` is None.
+    sparse : int, optional
+        Keep this many non-zero weights per unit of each (square) block, before the rescaling
+        (:func:`sparsify`; schemes of ``SPARSE_INITS`` only).
+    sparse_fan : {"out", "in"}
+        Which weights of a unit ``sparse`` counts (see :func:`sparsify`).
 
     Returns
     -------
@@ -197,9 +284,15 @@ def init_blocks(
     """
     if name == "smart" and rho is None:
         rho = SMART_RHO
+    if sparse is not None:
+        if block_shape[0] != block_shape[1]:
+            raise ValueError(f"init sparse needs square blocks, got {tuple(block_shape)}")
+        check_sparse(sparse, name, block_shape[0], sparse_fan)
     blocks = []
     for _ in range(n_blocks):
         w = init_weight(name, block_shape, rng, scale, np.float64, hidden_size)
+        if sparse is not None:
+            w = sparsify(w, sparse, rng, sparse_fan)
         if rho is not None:
             w = rescale_spectral_radius(w, rho)
         blocks.append(w)

@@ -33,7 +33,15 @@ FLUSH_POINTS = 20_000
 
 
 def evaluate(model, task, data) -> tuple[float, float]:
-    """Test loss and task metric on ``data = (x, y, mask)`` (forward only)."""
+    """Test loss and task metric on ``data = (x, y, mask)`` (forward only), or on a list of such
+    chunks (sequences of one length each): their means weighted by the chunks' sizes."""
+    if isinstance(data, list) and len(data) == 1:
+        return evaluate(model, task, data[0])
+    if isinstance(data, list):
+        scores = np.array([evaluate(model, task, chunk) for chunk in data])
+        sizes = np.array([chunk[0].shape[1] for chunk in data], dtype=float)
+        loss, metric = sizes @ scores / sizes.sum()
+        return float(loss), float(metric)
     x, y, mask = data
     hs, _ = model.forward(x)
     outputs = model.readout(hs if task.target == "all" else hs[-1])
@@ -77,8 +85,9 @@ class RunRecorder:
     tracker : Tracker
     model, task
         The run's model and task (read, never modified).
-    test : tuple (x, y, mask)
-        The test set, in the model's dtype; its first ``probe_size`` sequences are the probe
+    test : tuple (x, y, mask), or a list of them
+        The test set, in the model's dtype, or its chunks of one length each (the task's
+        ``test_chunks()``); the first ``probe_size`` sequences (of the first chunk) are the probe
         batch of the temporal profile.
     probe_size : int
     horizon_frac : float
@@ -108,7 +117,7 @@ class RunRecorder:
         self.model = model
         self.task = task
         self.test = test
-        self.probe = _probe(task, test, probe_size)
+        self.probe = _probe(task, test[0] if isinstance(test, list) else test, probe_size)
         self.horizon_frac = horizon_frac
         self.explosion_factor = explosion_factor
         self.explosion_window = explosion_window
@@ -261,7 +270,7 @@ class RunRecorder:
         ev = np.array(self.evals, dtype=float)
         tracker.log_series("test_loss", ev[:, 0].astype(int), ev[:, 1])
         tracker.log_series("test_metric", ev[:, 0].astype(int), ev[:, 2])
-        t_axis = np.arange(1, self.task.length + 1)  # time steps of the input (copy: T + 20)
+        t_axis = np.arange(1, len(self.profiles[0]) + 1)  # the probe's time steps (copy: T + 20)
         tracker.log_series("profile_init", t_axis, self.profiles[0])
         tracker.log_series("profile_final", t_axis, self.profiles[-1])
         n = self.n_steps

@@ -61,6 +61,8 @@ def build_model(
     forget_bias: float | None = 1.0,
     input_scale: float | None = None,
     readout_scale: float | None = None,
+    init_sparse: int | None = None,
+    init_sparse_fan: str = "out",
 ) -> RecurrentModel:
     """Create a single-layer RNN, LSTM or GRU with a linear readout.
 
@@ -93,6 +95,11 @@ def build_model(
         ``bias_ih``, with ``b_hf = 0``). ``None`` leaves it as the scheme drew it.
     input_scale, readout_scale : float, optional
         Scales of ``input_init`` and ``readout_init``.
+    init_sparse : int, optional
+        Keep this many non-zero recurrent weights per unit in each gate block, before the
+        ``init_rho`` rescaling (``bpttlab.init.sparsify``; Pascanu et al.'s "smart" draw with 15).
+    init_sparse_fan : {"out", "in"}
+        Whether ``init_sparse`` counts a unit's outgoing weights (Pascanu's code) or incoming ones.
 
     Returns
     -------
@@ -131,7 +138,16 @@ def build_model(
             input_init, n_gates, (hidden, n_in), rng, input_scale, dtype=dt, hidden_size=hidden
         ),
         "weight_hh": init_blocks(
-            init, n_gates, (hidden, hidden), rng, init_scale, init_rho, dt, hidden
+            init,
+            n_gates,
+            (hidden, hidden),
+            rng,
+            init_scale,
+            init_rho,
+            dt,
+            hidden,
+            sparse=init_sparse,
+            sparse_fan=init_sparse_fan,
         ),
     }
     for name in ("bias_ih", "bias_hh"):

@@ -77,20 +77,22 @@ def with_rel(runs: pd.DataFrame) -> pd.DataFrame:
 CLAIMS = {
     "lstm": (
         "The LSTM gets well below the 1/6 baseline at every length",
-        "Arjovsky et al. 2016 (adding figure): LSTM below 1/6 up to T = 400; Hochreiter & "
-        "Schmidhuber 1997: solved T up to 1000",
+        "Arjovsky et al. 2016, §4.2 (adding figure): the LSTM below 1/6 up to T = 400; Le et al. "
+        "2015, §4.1 (Fig. 2): the LSTM below 1/6 at T = 150–400; Hochreiter & Schmidhuber 1997, "
+        "Experiment 4 (their variant, values in [−1, 1]): solved at T = 100, 500, 1000",
         f"every T: LSTM median test MSE over seeds < {BEATS} × 1/6",
     ),
     "tanh": (
         "The tanh RNN fails at long lengths (stays near the baseline)",
-        "Arjovsky et al. 2016: the tanh RNN never beats 1/6 at T ≥ 100; Le et al. 2015: tanh "
-        "RNNs fail at the long lengths",
+        "Arjovsky et al. 2016, §4.2 (adding figure): the tanh RNN never beats 1/6 at T ≥ 100 "
+        "(RMSProp); Le et al. 2015, §4.1 (Fig. 2): tanh RNNs fail at the long lengths (SGD)",
         f"longest T: tanh RNN median test MSE over seeds ≥ {BEATS} × 1/6",
     ),
     "irnn": (
         "The IRNN gets below the baseline at long lengths (Le et al.; contested by Arjovsky et "
         "al., who found it never beats 1/6 at T ≥ 100)",
-        "Le et al. 2015 (adding figure): T = 150–400 below 1/6",
+        "Le et al. 2015, §4.1 (Fig. 2): the IRNN below 1/6 at T = 150–400 (SGD, clipping); "
+        "Arjovsky et al. 2016, §4.2: never below it at T ≥ 100 (RMSProp)",
         f"longest T: IRNN median test MSE over seeds < {BEATS} × 1/6",
     ),
 }

@@ -77,14 +77,14 @@ CLAIMS = {
     ),
     "trained_decay": (
         "After 100 iterations the RNN and LSTM gradients still decay towards early t",
-        "same figure after 100 iterations: uRNN, LSTM and RNN all decay, at different rates "
-        "(IRNN not shown)",
+        "Arjovsky et al. 2016, the same figure after 100 iterations: the uRNN, LSTM and RNN all "
+        "decay, at different rates (the text: IRNN curves are not shown)",
         "tanh RNN and LSTM each: median slope over seeds < 0 (profile after 100 iterations)",
     ),
     "flat": (
         "A recurrent Jacobian that starts orthogonal keeps the gradient flat at initialization "
         "(paper: uRNN; stand-in here: IRNN, W_hh = I)",
-        "same figure: the uRNN's norm stays flat at initialization",
+        "Arjovsky et al. 2016, the same figure: the uRNN's norm stays flat at initialization",
         f"IRNN: |median slope at init over seeds| < {FLAT_SLOPE} per step",
     ),
 }

@@ -164,7 +164,8 @@ CLAIMS = {
     ),
     "small_g": (
         "For small g the units stay in tanh's linear range and the slope tends to log g",
-        "χ → g² as q* → 0 (mean-field limit)",
+        "follows from the same theory: χ → g² as q* → 0 (Poole et al. 2016's χ₁ at small "
+        "weight variance); not a separate published result",
         f"at every g ≤ {SMALL_G:g}: |median slope over seeds − log g| ≤ {TOL:g}",
     ),
     "crossing": (

@@ -70,6 +70,16 @@ class BatchTask:
             self._test = self._generate(rng, self.test_size)
         return self._test
 
+    def test_chunks(self) -> list[tuple]:
+        """The held-out set as a list of ``(x, y, mask)`` chunks, each of one length; every task
+        of fixed length has one chunk, ``test_set()``."""
+        return [self.test_set()]
+
+    @property
+    def probe_capacity(self) -> int:
+        """Sequences the probe batch can be taken from (those of the first test chunk)."""
+        return self.test_size
+
     def _generate(self, rng: np.random.Generator, batch: int):
         raise NotImplementedError
 
