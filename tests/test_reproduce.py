@@ -295,7 +295,7 @@ def test_profiles_overrides_and_expected_params():
     quick = C.profile_fields("repro_adding", C.Scale(), arjovsky)
     assert quick["steps"] == QUICK_STEPS and quick["task.seq_len"] == 100
     half = C.profile_fields("repro_adding", C.Scale("quick", steps_scale=0.5), arjovsky)
-    assert half["steps"] == QUICK_STEPS // 2 and half["eval_every"] == 50
+    assert half["steps"] == QUICK_STEPS // 2 and half["eval_every"] == 100
     full_half = C.profile_fields("repro_adding", C.Scale("full", steps_scale=0.5), arjovsky)
     assert full_half == {"steps": 10000, "eval_every": 100}
     fixed = C.profile_fields(
@@ -314,11 +314,13 @@ def test_profiles_overrides_and_expected_params():
     assert "seed" not in params and "+experiments/repro_cells" not in params
     assert C.sweep_values(quick) == {"seed": ["0", "1", "2"]}
     assert C.expected_params("repro_adding", {})["steps"] == "20000"
-    # the IRNN's grid (Le et al.) has budgets of its own
-    le = C.profile_fields("repro_adding_irnn", C.Scale(), adding.PROFILES["le"])
-    assert C.expected_params("repro_adding_irnn", le)["steps"] == str(le["steps"])
+    # the IRNN's grid (Le et al.) runs in the full profile (and in a smoke run) only
+    assert adding.grids(C.Scale()) == ["arjovsky"]
+    assert adding.grids(C.Scale("full")) == ["arjovsky", "le"]
+    assert adding.grids(C.Scale("quick", smoke=True)) == ["arjovsky", "le"]
+    assert adding.overrides("le", C.Scale("full")) == {}
+    assert adding.overrides("le", C.Scale("quick", smoke=True))["steps"] == 2
     assert C.expected_params("repro_adding_irnn", {})["steps"] == "200000"
-    assert adding.overrides("le", C.Scale()) == le
     copy_quick = C.profile_fields("repro_copy", C.Scale(), copy_digits.PROFILES["copy"])
     assert "+experiments/repro_cells" not in C.expected_params("repro_copy", copy_quick)
     assert "+experiments/repro_cells" not in C.sweep_values(copy_quick)
