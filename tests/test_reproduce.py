@@ -320,7 +320,7 @@ def test_profiles_overrides_and_expected_params():
     assert adding.grids(C.Scale("quick", smoke=True)) == ["arjovsky", "le"]
     assert adding.overrides("le", C.Scale("full")) == {}
     assert adding.overrides("le", C.Scale("quick", smoke=True))["steps"] == 2
-    assert C.expected_params("repro_adding_irnn", {})["steps"] == "200000"
+    assert C.expected_params("repro_adding_irnn", {})["steps"] == "400000"
     copy_quick = C.profile_fields("repro_copy", C.Scale(), copy_digits.PROFILES["copy"])
     assert "+experiments/repro_cells" not in C.expected_params("repro_copy", copy_quick)
     assert "+experiments/repro_cells" not in C.sweep_values(copy_quick)
