@@ -258,6 +258,7 @@ def test_adding_verdicts_pass_and_fail():
     assert _marks(adding.verdicts(_adding_runs(only_short_irnn)))[2] is False  # T = 100 stuck
     short_only = {("LSTM", 50): [0.01, 0.02, 0.03], ("tanh RNN", 50): [1.0, 1.0, 1.0]}
     assert _marks(adding.verdicts(_adding_runs(short_only))) == [True, None, None]
+    assert "no tanh RNN run at T ≥ 100" in adding.verdicts(_adding_runs(short_only))[1].ours
 
 
 def test_adding_verdict_names_each_length_it_judged():

@@ -150,11 +150,11 @@ def _ours(g: pd.DataFrame, T) -> str:
     return ours
 
 
-def _judge_lengths(runs, claim, variant, lengths, passed, scale) -> C.Verdict:
+def _judge_lengths(runs, claim, variant, lengths, passed, scale, where="") -> C.Verdict:
     """``claim`` holds if ``passed(median rel)`` at every length of ``lengths`` (which must be
     non-empty)."""
     if not lengths:
-        return C.missing(NAME, claim, f"no {variant} run", scale)
+        return C.missing(NAME, claim, f"no {variant} run{where}", scale)
     parts, ok = [], True
     for T in lengths:
         g = runs[(runs["variant"] == variant) & (runs["seq_len"] == T)]
@@ -182,6 +182,7 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
             [T for T in lengths("tanh RNN") if T >= 100],
             lambda m: m >= BEATS,
             scale,
+            " at T ≥ 100",
         ),
         _judge_lengths(runs, CLAIMS["irnn"], "IRNN", irnn[-1:], lambda m: m < BEATS, scale),
     ]
