@@ -231,30 +231,47 @@ def _adding_runs(rel: dict) -> pd.DataFrame:
     return adding.with_rel(df)
 
 
-GOOD = {
-    ("LSTM", 50): [0.01, 0.02, 0.03],
-    ("LSTM", 100): [0.1, 0.2, 0.3],
+GOOD = {  # LSTM, GRU, tanh RNN from the grid of Arjovsky et al.; the IRNN from Le et al.'s
+    ("LSTM", 100): [0.01, 0.02, 0.03],
+    ("LSTM", 200): [0.1, 0.2, 0.3],
     ("GRU", 100): [0.9, 1.0, 1.0],  # the GRU is not judged
     ("tanh RNN", 100): [0.95, 1.0, 0.9],
-    ("IRNN", 100): [0.04, 0.008, 0.95],  # one seed stuck: the median still passes
+    ("tanh RNN", 200): [0.99, 1.0, 0.4],  # one seed below half: the median still passes
+    ("IRNN", 100): [0.9, 1.0, 1.0],  # judged at its longest length only
+    ("IRNN", 150): [0.04, 0.008, 0.95],  # one seed stuck: the median still passes
 }
 
 
 def test_adding_verdicts_pass_and_fail():
     assert _marks(adding.verdicts(_adding_runs(GOOD))) == [True, True, True]
-    two_bad = {**GOOD, ("LSTM", 100): [0.1, 1.2, 0.9]}  # two seeds of three above half
+    two_bad = {**GOOD, ("LSTM", 200): [0.1, 1.2, 0.9]}  # two seeds of three above half
     assert _marks(adding.verdicts(_adding_runs(two_bad)))[0] is False
-    solved = {**GOOD, ("tanh RNN", 100): [0.2, 0.3, 0.95]}
+    lstm_short = {**GOOD, ("LSTM", 100): [0.6, 0.7, 0.01]}  # every length must pass
+    assert _marks(adding.verdicts(_adding_runs(lstm_short)))[0] is False
+    solved = {**GOOD, ("tanh RNN", 100): [0.2, 0.3, 0.95]}  # any length T >= 100 fails it
     assert _marks(adding.verdicts(_adding_runs(solved)))[1] is False
-    stuck = {**GOOD, ("IRNN", 100): [0.04, 1.0, 1.0]}
+    solved_long = {**GOOD, ("tanh RNN", 200): [0.2, 0.3, 0.95]}
+    assert _marks(adding.verdicts(_adding_runs(solved_long)))[1] is False
+    stuck = {**GOOD, ("IRNN", 150): [0.04, 1.0, 1.0]}
     assert _marks(adding.verdicts(_adding_runs(stuck)))[2] is False
-    short_only = {k: v for k, v in GOOD.items() if k[1] == 50}
-    assert _marks(adding.verdicts(_adding_runs(short_only)))[1:] == [None, None]
+    only_short_irnn = {k: v for k, v in GOOD.items() if k != ("IRNN", 150)}
+    assert _marks(adding.verdicts(_adding_runs(only_short_irnn)))[2] is False  # T = 100 stuck
+    short_only = {("LSTM", 50): [0.01, 0.02, 0.03], ("tanh RNN", 50): [1.0, 1.0, 1.0]}
+    assert _marks(adding.verdicts(_adding_runs(short_only))) == [True, None, None]
+    assert "no tanh RNN run at T ≥ 100" in adding.verdicts(_adding_runs(short_only))[1].ours
+
+
+def test_adding_verdict_names_each_length_it_judged():
+    lstm, tanh, irnn = adding.verdicts(_adding_runs(GOOD))
+    assert "T=100: median 0.020" in lstm.ours and "T=200: median 0.200" in lstm.ours
+    assert "T=200: median 0.990 [0.400, 1.000] (n=3)" in tanh.ours
+    assert "T=150" in irnn.ours and "T=100" not in irnn.ours
 
 
 def test_adding_run_without_a_finite_loss_counts_as_failed():
     df = _adding_runs(GOOD)
-    df.loc[(df["variant"] == "IRNN") & (df["seed"] == 0), "final_test_loss_rel"] = np.nan
+    pick = (df["variant"] == "IRNN") & (df["seq_len"] == 150) & (df["seed"] == 0)
+    df.loc[pick, "final_test_loss_rel"] = np.nan
     assert _marks(adding.verdicts(adding.with_rel(df)))[2] is False  # now 2 of 3 fail
 
 
@@ -269,15 +286,19 @@ def test_adding_observes_the_gru_without_a_verdict():
 # ---------------------------------------------------------------------------------------------
 # common: scale, selection of runs, loader, rendering, CLI
 # ---------------------------------------------------------------------------------------------
+QUICK_STEPS = adding.PROFILES["arjovsky"]["quick"]["steps"]
+
+
 def test_profiles_overrides_and_expected_params():
     # the file is the full profile; quick overrides budgets, lengths and seeds
-    assert C.profile_fields("repro_adding", C.Scale("full"), adding.PROFILES) == {}
-    quick = C.profile_fields("repro_adding", C.Scale(), adding.PROFILES)
-    assert quick["steps"] == 12000 and quick["task.seq_len"] == "50,100"
-    half = C.profile_fields("repro_adding", C.Scale("quick", steps_scale=0.5), adding.PROFILES)
-    assert half["steps"] == 6000 and half["eval_every"] == 75
-    full_half = C.profile_fields("repro_adding", C.Scale("full", steps_scale=0.5), adding.PROFILES)
-    assert full_half == {"steps": 30000, "eval_every": 250}
+    arjovsky = adding.PROFILES["arjovsky"]
+    assert C.profile_fields("repro_adding", C.Scale("full"), arjovsky) == {}
+    quick = C.profile_fields("repro_adding", C.Scale(), arjovsky)
+    assert quick["steps"] == QUICK_STEPS and quick["task.seq_len"] == 100
+    half = C.profile_fields("repro_adding", C.Scale("quick", steps_scale=0.5), arjovsky)
+    assert half["steps"] == QUICK_STEPS // 2 and half["eval_every"] == 100
+    full_half = C.profile_fields("repro_adding", C.Scale("full", steps_scale=0.5), arjovsky)
+    assert full_half == {"steps": 10000, "eval_every": 100}
     fixed = C.profile_fields(
         "repro_gradnorm_time",
         C.Scale("full", steps_scale=0.5),
@@ -285,17 +306,22 @@ def test_profiles_overrides_and_expected_params():
         scale_steps=False,
     )
     assert fixed == {}
-    smoke = C.profile_fields(
-        "repro_adding", C.Scale("full", smoke=True), adding.PROFILES, {"seed": 0}
-    )
+    smoke = C.profile_fields("repro_adding", C.Scale("full", smoke=True), arjovsky, {"seed": 0})
     assert smoke["steps"] == 2 and smoke["seed"] == 0
     # runs are selected on every single-valued field the profile sets, never on a list
     params = C.expected_params("repro_adding", quick)
-    assert params["steps"] == "12000" and params["model.hidden_size"] == "32"
-    assert params["stop_when_solved"] == "True"
-    assert "task.seq_len" not in params and "seed" not in params
-    assert C.sweep_values(quick) == {"task.seq_len": ["50", "100"], "seed": ["0", "1", "2"]}
-    assert C.expected_params("repro_adding", {})["steps"] == "60000"
+    assert params["steps"] == str(QUICK_STEPS) and params["task.seq_len"] == "100"
+    assert params["stop_when_solved"] == "True" and params["task.test_size"] == "1000"
+    assert "seed" not in params and "+experiments/repro_cells" not in params
+    assert C.sweep_values(quick) == {"seed": ["0", "1", "2"]}
+    assert C.expected_params("repro_adding", {})["steps"] == "20000"
+    # the IRNN's grid (Le et al.) runs in the full profile (and in a smoke run) only
+    assert adding.grids(C.Scale()) == ["arjovsky"]
+    assert adding.grids(C.Scale("full")) == ["arjovsky", "le"]
+    assert adding.grids(C.Scale("quick", smoke=True)) == ["arjovsky", "le"]
+    assert adding.overrides("le", C.Scale("full")) == {}
+    assert adding.overrides("le", C.Scale("quick", smoke=True))["steps"] == 2
+    assert C.expected_params("repro_adding_irnn", {})["steps"] == "400000"
     copy_quick = C.profile_fields("repro_copy", C.Scale(), copy_digits.PROFILES["copy"])
     assert "+experiments/repro_cells" not in C.expected_params("repro_copy", copy_quick)
     assert "+experiments/repro_cells" not in C.sweep_values(copy_quick)

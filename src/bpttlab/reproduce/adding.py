@@ -1,11 +1,13 @@
-"""The adding problem: gated cells against the tanh RNN and the IRNN.
+"""The adding problem: the LSTM against the tanh RNN (Arjovsky et al.) and the IRNN (Le et al.).
 
 Hochreiter & Schmidhuber (1997), Le, Jaitly & Hinton (2015), Arjovsky, Shah & Bengio (2016):
 predicting the mean gives MSE 1/6; LSTM (and the GRU) get well below it, tanh RNNs stay near it at
 long lengths; the IRNN gets below it in Le et al. but not in Arjovsky et al. (T ≥ 100, RMSProp).
+Each claim is judged on the setup of the paper that makes it: the LSTM and the tanh RNN on
+Arjovsky et al.'s (``experiments/repro_adding.yaml``), the IRNN on Le et al.'s
+(``experiments/repro_adding_irnn.yaml``).
 
-Runs: ``experiments/repro_adding.yaml``; the curves are the run metric ``test_loss`` (step =
-training step).
+Runs: those two grids; the curves are the run metric ``test_loss`` (step = training step).
 """
 
 from __future__ import annotations
@@ -18,50 +20,90 @@ from bpttlab.reproduce import protocol as C
 
 NAME = "adding"
 TITLE = "4. Adding problem: gated cells vs tanh RNN vs IRNN (Le et al. 2015; Arjovsky et al. 2016)"
-EXPERIMENT = "repro_adding"
-TRACKING = "bpttlab-repro-adding"
+EXPERIMENTS = {"arjovsky": "repro_adding", "le": "repro_adding_irnn"}
+TRACKINGS = {"arjovsky": "bpttlab-repro-adding", "le": "bpttlab-repro-adding-irnn"}
 SETUP = (
-    "Modern adding problem (values U[0,1], two markers), tanh RNN (Glorot-uniform W_hh), IRNN "
-    "(ReLU, W_hh = I, other weights N(0, 0.001), as Le et al.), LSTM (forget bias +1), GRU "
-    "(shown, not judged: it is in none of these papers' adding results); batch 32, Adam lr 1e-3 "
-    "and norm clipping at 1 for every cell (deviation: Le et al. used SGD with clipping, "
-    "Arjovsky et al. RMSProp; one optimizer keeps the cells' comparison about the cell, and "
-    "Adam needs far fewer updates than the SGD of the public IRNN reproduction, ~870k sequences "
-    "at T = 100); test MSE on 500 fixed sequences; a run stops at the first evaluation that "
-    "solves the task (MSE < 1/60), as the papers' runs stopped. Quick profile: T ∈ {50, 100}, "
-    "32 hidden units, up to 12,000 steps (384k sequences), evaluated every 150 steps, 3 seeds "
-    "(24 runs). Full profile: T ∈ {50, 100, 200} (papers: 100–1000), 100 hidden units (Le et "
-    "al.), up to 60,000 steps (1.9M sequences), evaluated every 500, 5 seeds (60 runs)."
+    "Modern adding problem (values U[0,1], two markers, one in each half); test MSE on 1,000 "
+    "fixed sequences; a run stops at the first evaluation that solves the task (MSE < 1/60). "
+    "LSTM and tanh RNN on the setup of Arjovsky et al.'s paper (Section 4.2) and code "
+    "(amarshah/complex_RNN): 128 hidden units, batch 20 (the paper ran 20 and 50), RMSProp "
+    "lr 1e-3, decay 0.9, accumulator starting at 1e-3, every gradient entry clipped to "
+    "[-1, 1], Glorot-uniform weights (the LSTM's per gate, forget bias +1), zero biases; the "
+    "GRU is shown on the same setup in the full "
+    "profile, not judged (it is in none of these papers' adding results). IRNN on Le et al.'s "
+    "setup (Section 4.1): ReLU, W_hh = I, other weights N(0, 0.001), zero biases, 100 hidden "
+    "units, plain SGD with clipping, batch 16; Le et al. picked lr and threshold from a grid per "
+    "length, here lr 0.01 and norm clipping at 1, the values of the public reproduction that "
+    "reached MSE < 0.1 at T = 100 after ~870k sequences. Deviations: lengths (Arjovsky: "
+    "T = 100–750, Le: 150–400; Le's IRNN needed over 10⁶ iterations, beyond this machine); "
+    "1,000 test sequences instead of 10,000; fresh batches instead of Arjovsky's fixed set of "
+    "10⁵; no learnable h_0 and no LSTM output-gate peephole (the project's cells are PyTorch's); "
+    "eps 1e-8 in RMSProp's denominator (the code has none); early stopping (the papers ran to "
+    "their budgets). Quick profile: T = 100 (the shortest length of Arjovsky et al.'s claims), "
+    "tanh RNN and LSTM up to 4000 steps (8×10⁴ sequences), evaluated every 200, 3 seeds (6 "
+    "runs); the IRNN is not run (Le et al.'s SGD needs tens of thousands of steps, over 20 CPU-min "
+    "for 3 seeds), so its claim is judged in the full profile only. Full profile: T = 100, 200, "
+    "400 for the tanh RNN, LSTM and GRU up to 20,000 steps (the code's default n_iter; 4×10⁵ "
+    "sequences), T = 100, 150 for the IRNN up to 400,000 steps (6.4M sequences), 5 seeds (55 "
+    "runs). The criteria were fixed before the recorded runs; the budgets were chosen from "
+    "exploratory runs of seed 0 on these setups: at T = 100 the "
+    "LSTM stayed at the baseline for 2400 steps and solved the task at 3400; the IRNN (lr 0.01) "
+    "stayed at the baseline for ~18,000 steps at T = 50 and solved it at 32,000, and at T = 100 "
+    "was still at the baseline (MSE 0.161) after 60,000 steps (960k sequences)."
 )
 PROFILES = {
-    "quick": {
-        "task.seq_len": "50,100",
-        "model.hidden_size": 32,
-        "steps": 12000,
-        "eval_every": 150,
-        "profile_every": 6000,
-        "seed": "0,1,2",
+    "arjovsky": {
+        "quick": {
+            "task.seq_len": 100,
+            "+experiments/repro_cells": "tanh,lstm",
+            "steps": 4000,
+            "eval_every": 200,
+            "profile_every": 2000,
+            "seed": "0,1,2",
+        },
+        "full": {},
     },
-    "full": {},
+    # Le et al.'s IRNN needs tens of thousands of SGD steps (the public reproduction: ~54,000 at
+    # T = 100 to reach MSE < 0.1; seed 0 here: still at the baseline after 60,000), over 20
+    # CPU-min for 3 seeds: the full profile only (None: the grid is not run in that profile; a
+    # smoke run still runs it)
+    "le": {"quick": None, "full": {}},
 }
 SMOKE = {"seed": 0, "task.seq_len": "10"}
 BEATS = 0.5  # 'below the baseline': median final test MSE over seeds < 0.5 x 1/6
 
 
-def overrides(scale: C.Scale) -> dict:
-    return C.profile_fields(EXPERIMENT, scale, PROFILES, SMOKE)
+def grids(scale: C.Scale) -> list[str]:
+    """The grids ``scale`` runs: every grid in a smoke run, else those its profile does not skip."""
+    return [g for g in EXPERIMENTS if scale.smoke or PROFILES[g].get(scale.profile, {}) is not None]
+
+
+def overrides(grid: str, scale: C.Scale) -> dict:
+    """Command-line overrides of the grid ``grid`` (``arjovsky`` or ``le``) for ``scale``."""
+    profiles = {k: v or {} for k, v in PROFILES[grid].items()}
+    return C.profile_fields(EXPERIMENTS[grid], scale, profiles, SMOKE)
 
 
 def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dict[str, float]:
-    return C.run_sweep(EXPERIMENT, overrides(scale), uri, jobs, workdir, log)
+    seconds: dict[str, float] = {}
+    for grid in grids(scale):
+        sweep = C.run_sweep(EXPERIMENTS[grid], overrides(grid, scale), uri, jobs, workdir, log)
+        for k, v in sweep.items():
+            seconds[f"{grid} {k}"] = v
+    return seconds
 
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
-    """``runs`` (with ``variant`` and ``rel`` = final test MSE / (1/6)) and ``curves``."""
-    runs = C.add_variant(C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale)))
-    if runs.empty:
-        return {"runs": runs, "curves": pd.DataFrame()}
-    runs = with_rel(runs)
+    """``runs`` of the grids ``scale`` runs (columns ``grid``, ``variant`` and ``rel`` = final
+    test MSE / (1/6)) and ``curves``."""
+    frames = []
+    for grid in grids(scale):
+        runs = C.stored_runs(uri, TRACKINGS[grid], EXPERIMENTS[grid], overrides(grid, scale))
+        if not runs.empty:
+            frames.append(runs.assign(grid=grid))
+    if not frames:
+        return {"runs": pd.DataFrame(), "curves": pd.DataFrame()}
+    runs = with_rel(C.add_variant(pd.concat(frames, ignore_index=True)))
     curves = C.load_history(uri, runs, ["test_loss"])
     return {"runs": runs, "curves": curves}
 
@@ -77,16 +119,18 @@ def with_rel(runs: pd.DataFrame) -> pd.DataFrame:
 CLAIMS = {
     "lstm": (
         "The LSTM gets well below the 1/6 baseline at every length",
-        "Arjovsky et al. 2016, §4.2 (adding figure): the LSTM below 1/6 up to T = 400; Le et al. "
+        'Arjovsky et al. 2016, §4.2 (adding figure): "The LSTM and uRNN models are able to '
+        'convincingly beat the baseline up to T = 400"; Le et al. '
         "2015, §4.1 (Fig. 2): the LSTM below 1/6 at T = 150–400; Hochreiter & Schmidhuber 1997, "
         "Experiment 4 (their variant, values in [−1, 1]): solved at T = 100, 500, 1000",
         f"every T: LSTM median test MSE over seeds < {BEATS} × 1/6",
     ),
     "tanh": (
         "The tanh RNN fails at long lengths (stays near the baseline)",
-        "Arjovsky et al. 2016, §4.2 (adding figure): the tanh RNN never beats 1/6 at T ≥ 100 "
-        "(RMSProp); Le et al. 2015, §4.1 (Fig. 2): tanh RNNs fail at the long lengths (SGD)",
-        f"longest T: tanh RNN median test MSE over seeds ≥ {BEATS} × 1/6",
+        'Arjovsky et al. 2016, §4.2 (adding figure): "The RNN with tanh and IRNN were not able '
+        'to beat the baseline for any number of time steps" (T = 100–750, RMSProp); Le et al. '
+        "2015, §4.1 (Fig. 2): tanh RNNs fail at the long lengths (SGD)",
+        f"every T ≥ 100: tanh RNN median test MSE over seeds ≥ {BEATS} × 1/6",
     ),
     "irnn": (
         "The IRNN gets below the baseline at long lengths (Le et al.; contested by Arjovsky et "
@@ -102,40 +146,50 @@ def _median_rel(g: pd.DataFrame) -> float:
     return C.median_of(g["rel"].replace(np.inf, 1e9))  # an unfinished run counts as failed
 
 
-def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
-    """Judge the claims from ``runs`` (columns ``variant, seq_len, seed, rel``), over seeds by
-    the median."""
-    if runs.empty or not {"variant", "seq_len", "rel"} <= set(runs.columns):
-        return [C.missing(NAME, v, "no finished runs", scale) for v in CLAIMS.values()]
-    out = []
-    lengths = sorted(runs["seq_len"].unique())
-    t_max = lengths[-1]
+def _ours(g: pd.DataFrame, T) -> str:
+    ours = f"T={T}: {C.median_range(g['rel'], '{:.3f}')}"
+    n_bad = int((~np.isfinite(g["rel"])).sum())
+    if n_bad:
+        ours += f", {n_bad} of {len(g)} runs without a final loss (diverged), counted as failed"
+    return ours
+
+
+def _judge_lengths(runs, claim, variant, lengths, passed, scale, where="") -> C.Verdict:
+    """``claim`` holds if ``passed(median rel)`` at every length of ``lengths`` (which must be
+    non-empty)."""
+    if not lengths:
+        return C.missing(NAME, claim, f"no {variant} run{where}", scale)
     parts, ok = [], True
     for T in lengths:
-        g = runs[(runs["variant"] == "LSTM") & (runs["seq_len"] == T)]
-        if g.empty:
-            ok = False
-            continue
-        parts.append(f"T={T}: {C.median_range(g['rel'], '{:.3f}')}")
-        ok = ok and _median_rel(g) < BEATS
-    out.append(
-        C.verdict(NAME, CLAIMS["lstm"], "MSE/(1/6): " + "; ".join(parts), ok and bool(parts), scale)
-    )
-    longest = {  # claim: (variant, passed)
-        "tanh": ("tanh RNN", lambda g: _median_rel(g) >= BEATS),
-        "irnn": ("IRNN", lambda g: _median_rel(g) < BEATS),
-    }
-    for key, (variant, passed) in longest.items():
-        g = runs[(runs["variant"] == variant) & (runs["seq_len"] == t_max)]
-        if g.empty:
-            out.append(C.missing(NAME, CLAIMS[key], f"no {variant} run", scale))
-            continue
-        ours = f"T={t_max}: MSE/(1/6) {C.median_range(g['rel'], '{:.3f}')}"
-        n_bad = int((~np.isfinite(g["rel"])).sum())
-        if n_bad:
-            ours += f"; {n_bad} of {len(g)} runs without a final loss (diverged), counted as failed"
-        out.append(C.verdict(NAME, CLAIMS[key], ours, bool(passed(g)), scale))
-    return out
+        g = runs[(runs["variant"] == variant) & (runs["seq_len"] == T)]
+        parts.append(_ours(g, T))
+        ok = ok and passed(_median_rel(g))
+    return C.verdict(NAME, claim, "MSE/(1/6): " + "; ".join(parts), ok, scale)
+
+
+def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
+    """Judge the claims from ``runs`` (columns ``variant, seq_len, seed, rel``), over seeds by
+    the median; each variant at the lengths it ran (its paper's grid)."""
+    if runs.empty or not {"variant", "seq_len", "rel"} <= set(runs.columns):
+        return [C.missing(NAME, v, "no finished runs", scale) for v in CLAIMS.values()]
+
+    def lengths(variant: str) -> list:
+        return sorted(runs.loc[runs["variant"] == variant, "seq_len"].unique())
+
+    irnn = lengths("IRNN")
+    return [
+        _judge_lengths(runs, CLAIMS["lstm"], "LSTM", lengths("LSTM"), lambda m: m < BEATS, scale),
+        _judge_lengths(
+            runs,
+            CLAIMS["tanh"],
+            "tanh RNN",
+            [T for T in lengths("tanh RNN") if T >= 100],
+            lambda m: m >= BEATS,
+            scale,
+            " at T ≥ 100",
+        ),
+        _judge_lengths(runs, CLAIMS["irnn"], "IRNN", irnn[-1:], lambda m: m < BEATS, scale),
+    ]
 
 
 def observations(data: dict[str, pd.DataFrame], scale: str = "") -> str:
