@@ -258,20 +258,30 @@ def grad_norms(
     return norm, {k: m * float(np.sqrt(s)) for k, s in sums.items()}
 
 
-def _flat_norms(grads: Mapping[str, np.ndarray], flat: np.ndarray) -> tuple[float, dict]:
+def _flat_norms(
+    grads: Mapping[str, np.ndarray], flat: np.ndarray, per_param: bool = True
+) -> tuple[float, dict]:
     """:func:`grad_norms` with the arrays laid end to end in ``flat`` (bit for bit the same:
-    the sum over a contiguous slice is the sum over the array)."""
-    m = float(np.max(np.abs(flat))) if flat.size else 0.0
+    the sum over a contiguous slice is the sum over the array). The passes run in place on one
+    scratch vector and each slice is summed by its own ``sum`` method (the reduction ``np.sum``
+    calls, without its dispatch): a few µs a step instead of tens. ``per_param=False``: the
+    global norm only (``{}`` for the rest)."""
+    m = float(np.abs(flat).max()) if flat.size else 0.0
     if m == 0.0 or not math.isfinite(m):
-        return grad_norms(grads)
-    squares = np.square(flat / m)
-    sums, start = {}, 0
-    for k, g in grads.items():
+        norm, per = grad_norms(grads)
+        return norm, per if per_param else {}
+    squares = np.divide(flat, m)
+    np.square(squares, out=squares)
+    sums, start = [], 0
+    for g in grads.values():
         stop = start + g.size
-        sums[k] = np.sum(squares[start:stop]) if g.size else 0.0
+        sums.append(squares[start:stop].sum() if g.size else 0.0)
         start = stop
-    norm = m * float(np.sqrt(sum(sums.values())))
-    return norm, {k: m * float(np.sqrt(s)) for k, s in sums.items()}
+    norm = m * float(np.sqrt(sum(sums)))
+    if not per_param:
+        return norm, {}
+    roots = np.sqrt(np.array(sums, dtype=squares.dtype)).tolist()  # as np.sqrt of each sum
+    return norm, {k: m * r for k, r in zip(grads, roots, strict=True)}
 
 
 def _array_norm(g: np.ndarray) -> float:
@@ -284,7 +294,9 @@ def _array_norm(g: np.ndarray) -> float:
 
 def global_norm(grads: Mapping[str, np.ndarray], flat: np.ndarray | None = None) -> float:
     """``‖g‖ = sqrt(Σ_params Σ g²)`` over all gradient arrays (see :func:`grad_norms`)."""
-    return grad_norms(grads, flat)[0]
+    if flat is not None:
+        return _flat_norms(grads, flat, per_param=False)[0]
+    return grad_norms(grads)[0]
 
 
 def param_norms(grads: Mapping[str, np.ndarray]) -> dict[str, float]:

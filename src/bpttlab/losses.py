@@ -65,7 +65,7 @@ def mse(
     else:
         count = int(valid.sum())
         diff *= valid[..., None]
-    loss = float(np.sum(diff * diff)) / (n_out * count)
+    loss = float((diff * diff).sum()) / (n_out * count)
     doutputs = diff * (2.0 / (n_out * count))
     return loss, doutputs.astype(outputs.dtype, copy=False)
 
