@@ -63,7 +63,7 @@ def recurrent_sigma_max(model) -> float:
         gram = np.matmul(blocks, blocks.transpose(0, 2, 1))
     # a PSD matrix's largest entry is on its diagonal (a squared row norm of W, NaN or inf if W
     # is not finite), and λ_max is at least that
-    top = float(np.max(gram))
+    top = float(gram.max())
     if not _GRAM_SAFE[0] <= top <= _GRAM_SAFE[1]:
         m = float(np.max(np.abs(w_hh)))
         if not math.isfinite(m) or m == 0.0:
@@ -71,8 +71,8 @@ def recurrent_sigma_max(model) -> float:
         scale = math.ldexp(1.0, -math.frexp(m)[1])  # 2^-e: scaling by it is exact
         blocks = blocks * scale
         gram = np.matmul(blocks, blocks.transpose(0, 2, 1))
-        return math.sqrt(max(float(np.max(np.linalg.eigvalsh(gram)[:, -1])), 0.0)) / scale
-    return math.sqrt(float(np.max(np.linalg.eigvalsh(gram)[:, -1])))
+        return math.sqrt(max(float(np.linalg.eigvalsh(gram)[:, -1].max()), 0.0)) / scale
+    return math.sqrt(float(np.linalg.eigvalsh(gram)[:, -1].max()))
 
 
 # Gram matrices whose largest diagonal entry lies here are used as they are; outside, W is scaled.
