@@ -56,7 +56,10 @@ def _field_syntax(override) -> bool:
 
 
 def _is_leaf(cfg: DictConfig, key: str) -> bool:
-    node = OmegaConf.select(cfg, key, default=_FIELD, throw_on_missing=False)
+    # an interpolation that cannot resolve yet counts as no leaf: its jobs are composed in full
+    node = OmegaConf.select(
+        cfg, key, default=_FIELD, throw_on_missing=False, throw_on_resolution_failure=False
+    )
     return node is not _FIELD and not isinstance(node, DictConfig | ListConfig)
 
 
