@@ -132,3 +132,80 @@ def test_end_to_end_refusal_exits_2_without_traceback_or_record(argv, tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
     assert proc.stdout == ""
     assert not db.exists() and not (tmp_path / "multirun").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweeper trusts the preflight's checks, and only those
+# ---------------------------------------------------------------------------------------------
+def _check_sweep(*argv: str):
+    from hydra import compose, initialize_config_dir
+
+    from bpttlab import preflight as P
+    from bpttlab.tracking import project_root
+
+    def _c(ovs):
+        return compose("config", overrides=list(ovs), return_hydra_config=True)
+
+    with initialize_config_dir(config_dir=str(sweep.CONF_DIR), version_base="1.3"):
+        return P.check_jobs(_c, list(argv), True, project_root())
+
+
+def test_the_preflight_remembers_each_job_it_checked_without_hydra_overrides():
+    from bpttlab import preflight as P
+
+    checked = _check_sweep("experiments=smoke", "seed=3,4", "hydra.launcher.n_jobs=2", "steps=5")
+    assert len(checked) == 12
+    for job, _ in checked:  # the sweeper sees the job without the command line's hydra.* ones
+        assert "hydra.launcher.n_jobs=2" in job
+        assert P.was_checked([o for o in job if o != "hydra.launcher.n_jobs=2"])
+        assert not P.was_checked(job)
+    assert not P.was_checked(["model=rnn", "clip=none", "experiments=smoke", "seed=5", "steps=5"])
+    P.forget_checked()
+    assert not any(P.was_checked(job) for job, _ in checked)
+
+
+def test_a_job_with_a_swept_hydra_key_is_not_taken_as_checked():
+    from bpttlab import preflight as P
+
+    checked = _check_sweep("experiments=smoke", "hydra.job.env_set.X=1,2")
+    assert len(checked) == 12
+    for job, _ in checked:
+        assert not P.was_checked([o for o in job if not o.startswith("hydra.")])
+
+
+def test_a_refused_sweep_leaves_no_job_checked():
+    from bpttlab import preflight as P
+
+    _check_sweep("experiments=smoke")
+    with pytest.raises(P.PreflightError):
+        _check_sweep("experiments=smoke", "steps=20,0")
+    assert not P._CHECKED
+
+
+def test_the_sweeper_composes_exactly_the_jobs_the_preflight_did_not_check(monkeypatch):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from bpttlab import preflight as P
+    from hydra_plugins.bpttlab_plugins.checked_sweeper import CheckedSweeper
+
+    composed: list[list[str]] = []
+    monkeypatch.setattr(BasicSweeper, "validate_batch_is_legal", lambda self, b: composed.extend(b))
+    checked = [job for job, _ in _check_sweep("experiments=smoke")]
+    other = ["model=rnn", "clip=none", "experiments=smoke", "seed=9"]
+    sweeper = CheckedSweeper(max_batch_size=None)
+    sweeper.validate_batch_is_legal([*checked, other])
+    assert composed == [other]
+    P.forget_checked()  # no preflight (HYDRA_FULL_ERROR=1, another config tree): every job
+    composed.clear()
+    sweeper.validate_batch_is_legal(checked)
+    assert composed == checked
+
+
+def test_the_config_runs_sweeps_with_the_checked_sweeper():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(sweep.CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiments=smoke"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices["hydra/sweeper"] == "bpttlab"
+    assert cfg.hydra.sweeper._target_.endswith("bpttlab_plugins.checked_sweeper.CheckedSweeper")
+    assert cfg.hydra.sweeper.params["model"] == "rnn,lstm,gru"

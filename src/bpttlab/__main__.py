@@ -191,6 +191,9 @@ def main() -> None:
     sys.argv[1:] = argv
     set_http_timeouts()
     full_error = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    from bpttlab.preflight import forget_checked
+
+    forget_checked()  # the sweeper composes again every job this command's preflight did not check
     if not full_error:
         preflight(argv)
     S.RESULT.clear()

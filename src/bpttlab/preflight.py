@@ -43,6 +43,27 @@ class PreflightError(Exception):
     """A config that cannot run; ``str(exc)`` is the message to show the user."""
 
 
+#: The sweep jobs that the last :func:`check_jobs` of this process composed and validated, each
+#: as its tuple of overrides without the ``hydra.*`` ones (those of the command line are part of
+#: the composed base). Hydra's sweeper (``hydra_plugins.bpttlab_plugins``) does not compose these
+#: again before launching them; it composes every other job.
+_CHECKED: set[tuple[str, ...]] = set()
+
+
+def _is_hydra(override: str) -> bool:
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def was_checked(job: Sequence[str]) -> bool:
+    """Whether this process's preflight composed and validated the sweep job ``job``."""
+    return tuple(job) in _CHECKED
+
+
+def forget_checked() -> None:
+    """Forget the jobs checked so far (a new command starts)."""
+    _CHECKED.clear()
+
+
 # ---------------------------------------------------------------------------------------------
 # messages for Hydra's composition errors
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +405,11 @@ def check_jobs(
     root: Path,
     memory_budget: int | None = None,
 ) -> list[tuple[list[str], C.Config]]:
-    """Every job of the run or sweep, typed and checked; raise :class:`PreflightError`."""
+    """Every job of the run or sweep, typed and checked; raise :class:`PreflightError`.
+
+    The jobs of a sweep that pass are remembered (:func:`was_checked`) until the next call.
+    """
+    forget_checked()
     jobs, base = job_overrides(compose, overrides, multirun)
     n_jobs = OmegaConf.select(base, "hydra.launcher.n_jobs", default=None)
     if multirun and n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
@@ -413,4 +438,12 @@ def check_jobs(
             check_tracking_uri(cfg.tracking.uri)
             check_reachable(cfg.tracking.uri)
         checked.append((job, cfg))
+    if multirun:  # every job passed: remember those whose every override was composed here
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        fixed = {o.input_line for o in parsed if not o.is_sweep_override()}
+        for job, _ in checked:
+            if all(o in fixed for o in job if _is_hydra(o)):  # no swept hydra.* key
+                _CHECKED.add(tuple(o for o in job if not _is_hydra(o)))
     return checked

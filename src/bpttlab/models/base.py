@@ -167,7 +167,7 @@ class RecurrentModel:
                 f"{name} has {kind} dtype {a.dtype}; the model computes in {self.dtype} "
                 f"(convert with {name}.astype(np.{self.dtype.name}))"
             )
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or inf values")
 
     def _check_x(self, x: Any) -> None:
@@ -325,19 +325,25 @@ class RecurrentModel:
     def _check_y(self, y: Any, loss: str, target: str, n_steps: int, batch: int) -> None:
         lead = (batch,) if target == "last" else (n_steps, batch)
         shape = (*lead, self.output_size) if loss == "mse" else lead
-        names = ("B", "O") if target == "last" else ("T", "B", "O")
-        names = names if loss == "mse" else names[:-1]
-        expected = f"({', '.join(names)}) = {shape} for loss={loss!r}, target={target!r}"
+
+        def expected() -> str:  # built only for a message
+            names = ("B", "O") if target == "last" else ("T", "B", "O")
+            names = names if loss == "mse" else names[:-1]
+            return f"({', '.join(names)}) = {shape} for loss={loss!r}, target={target!r}"
+
         if not isinstance(y, np.ndarray):
-            raise ValueError(f"y must be a numpy array of shape {expected}, got {type(y).__name__}")
+            raise ValueError(
+                f"y must be a numpy array of shape {expected()}, got {type(y).__name__}"
+            )
         if y.shape != shape:
-            raise ValueError(f"y has shape {y.shape}; expected {expected}")
-        if loss == "xent" and not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y has shape {y.shape}; expected {expected()}")
+        kind = y.dtype.kind  # "iu": integers, "f": reals (as np.issubdtype, without its cost)
+        if loss == "xent" and kind not in "iu":
             raise ValueError(f"y has dtype {y.dtype}; loss='xent' expects integer class indices")
         if loss == "mse":
-            if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+            if kind not in "iuf":
                 raise ValueError(f"y has dtype {y.dtype}; loss='mse' expects real numbers")
-            if not np.all(np.isfinite(y)):
+            if not np.isfinite(y).all():
                 raise ValueError("y contains NaN or inf values")
 
 

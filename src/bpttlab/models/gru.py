@@ -178,7 +178,7 @@ def backward(
     n_steps, batch, hidden = hs.shape
     h2 = 2 * hidden
     dtype = hs.dtype
-    has_direct = np.any(dhs, axis=(1, 2)).tolist()
+    has_direct = dhs.any(axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
     dn = alloc("dn", hs.shape, dtype)  # ∂L/∂a_n

@@ -207,7 +207,7 @@ def backward(
     h2, h3 = 2 * hidden, 3 * hidden
     dtype = hs.dtype
     w_hh = _reorder(params["weight_hh"], _TO_INTERNAL)
-    has_direct = np.any(dhs, axis=(1, 2)).tolist()
+    has_direct = dhs.any(axis=(1, 2)).tolist()
 
     dh = np.empty_like(hs)
     da = alloc("da", gates.shape, dtype)  # ∂L/∂(gate pre-activations), internal order g, i, f, o

@@ -121,7 +121,7 @@ def backward(
     w_hh = params["weight_hh"]
     x, hs = cache.x, cache.hs
     n_steps, batch, hidden = hs.shape
-    has_direct = np.any(dhs, axis=(1, 2)).tolist()
+    has_direct = dhs.any(axis=(1, 2)).tolist()
     dh = np.empty_like(hs)
     dz = alloc("dz", hs.shape, hs.dtype)
     dh_steps, dz_steps = list(dh), list(dz)  # per-step views

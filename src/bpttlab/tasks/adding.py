@@ -48,7 +48,7 @@ class AddingTask(BatchTask):
         x[p0, cols, 1] = 1.0
         x[p1, cols, 1] = 1.0
         y = (x[p0, cols, 0] + x[p1, cols, 0])[:, None]  # (B, 1) sum of the marked values
-        return x, y.astype(self.dtype), None
+        return x, y.astype(self.dtype, copy=False), None
 
     def metric(self, outputs, y, mask=None) -> float:
         """Fraction of sequences with ``|outputs - y| < tol``; ``outputs, y`` are ``(B, 1)``."""
