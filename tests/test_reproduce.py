@@ -575,9 +575,12 @@ def _fake_reproduction(stored: set[str]):
         return {"runs": pd.DataFrame({"seed": range(n), "train_seconds": [1.0] * n})}
 
     mod.load = load
-    mod.verdicts = lambda runs, scale: [
-        C.Verdict("fake", "c", "p", str(len(runs)), "k", True, scale)
-    ]
+
+    def verdicts(runs, scale):  # not judged (None) without runs, as every module does
+        judged = True if len(runs) else None
+        return [C.Verdict("fake", "c", "p", str(len(runs)), "k", judged, scale)]
+
+    mod.verdicts = verdicts
     mod.figure = lambda data: Figure()
     return mod
 

@@ -108,9 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _no_runs(runs) -> bool:
-    """True if a reproduction's loaded ``runs`` is an empty table (an analytic result's is None)."""
-    return runs is not None and len(runs) == 0
+def _judge(mod, uri: str, scale: C.Scale) -> tuple[object, list[C.Verdict]]:
+    """Load a reproduction's stored runs of ``scale`` and judge its claims on them."""
+    data = mod.load(uri, scale)
+    # a module judges its runs with verdicts(runs, scale) unless it defines judge(data, scale)
+    judge = getattr(mod, "judge", None)
+    verdicts = judge(data, scale.label) if judge else mod.verdicts(data["runs"], scale.label)
+    return data, verdicts
+
+
+def _none_judged(verdicts: list[C.Verdict]) -> bool:
+    """True if no claim could be judged (every row is n/a: its runs are not stored)."""
+    return all(v.passed is None for v in verdicts)
 
 
 def reproduce_one(
@@ -131,32 +140,28 @@ def reproduce_one(
         if do_run:
             section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
         t0 = time.perf_counter()
-        data = mod.load(uri, scale)
-        runs = data.get("runs") if isinstance(data, dict) else None
+        data, verdicts = _judge(mod, uri, scale)
         other = scale.other()
-        if not do_run and other is not None and _no_runs(runs):
-            # Nothing of this profile is stored: report the other profile's runs, if any, with
-            # every row saying so (a report covers all reproductions, whichever ran).
-            other_data = mod.load(uri, other)
-            other_runs = other_data.get("runs") if isinstance(other_data, dict) else None
-            if not _no_runs(other_runs):
-                log(f"  no finished runs of the {scale.label} profile; reporting {other.label}")
+        if not do_run and other is not None and verdicts and _none_judged(verdicts):
+            # No claim can be judged on this profile's stored runs: report the other profile's,
+            # if they judge any, with every row saying so (a report covers all reproductions,
+            # whichever profile ran them).
+            other_data, other_verdicts = _judge(mod, uri, other)
+            if not _none_judged(other_verdicts):
+                log(f"  nothing of the {scale.label} profile to judge; reporting {other.label}")
                 section.fallback = (
                     f"Reported from the {other.label} profile: the store has no finished runs of "
-                    f"the {scale.label} profile for this reproduction."
+                    f"the {scale.label} profile that judge any of this reproduction's claims."
                 )
-                scale, data, runs = other, other_data, other_runs
+                scale, data, verdicts = other, other_data, other_verdicts
         section.profile = scale.label
+        section.verdicts = verdicts
+        runs = data.get("runs") if isinstance(data, dict) else None
         if runs is not None and len(runs) and "train_seconds" in runs:
             section.n_runs = len(runs)
             section.seconds["training summed over the stored runs"] = float(
                 runs["train_seconds"].sum()
             )
-        # a module judges its runs with verdicts(runs, scale) unless it defines judge(data, scale)
-        judge = getattr(mod, "judge", None)
-        section.verdicts = (
-            judge(data, scale.label) if judge else mod.verdicts(data["runs"], scale.label)
-        )
         observe = getattr(mod, "observations", None)  # described, without a verdict
         if observe is not None:
             section.notes = observe(data, scale.label)
