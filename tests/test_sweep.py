@@ -111,7 +111,7 @@ def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path, monkey
 
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp_path):
     # slower runs so the interrupt lands while some are still training
-    slow = ("steps=1200", "task.seq_len=30", "model.hidden_size=32", "eval_every=100")
+    slow = ("steps=3000", "task.seq_len=30", "model.hidden_size=32", "eval_every=500")
     tracking.get_client(sqlite_uri)  # the store exists before this test starts polling it
     proc = run_sweep(
         sqlite_uri,
