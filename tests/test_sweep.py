@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,18 +123,21 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp
         text=True,
         start_new_session=True,
     )
+    # The workers print a "done" line as each run ends (flushed): interrupt after two. Reading
+    # the sweep's own output, not polling the store, keeps this independent of the store's load.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+    reader.start()
     deadline = time.time() + 300
-    finished = []
-    while time.time() < deadline and len(finished) < 2:
-        time.sleep(0.5)
-        try:
-            _, _, children = sweep_runs(sqlite_uri)
-        except Exception:  # store or experiment not created yet
-            continue
-        finished = [r for r in children if r.info.status == "FINISHED"]
-    assert len(finished) >= 2, "the sweep did not get going"
+    while time.time() < deadline and sum(ln.startswith("done ") for ln in lines) < 2:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert sum(ln.startswith("done ") for ln in lines) >= 2, "the sweep did not get going"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
-    out, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    out = "".join(lines)
     assert proc.returncode != 0, out
     _, _, children = sweep_runs(sqlite_uri)
     first_done = {r.info.run_name: r.info.run_id for r in children if r.info.status == "FINISHED"}
