@@ -110,6 +110,9 @@ def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path, monkey
     assert sum(r.info.status == "FINISHED" for r in children) == 2
 
 
+# Passes on its own; inside the whole fast suite it has failed (the interrupt arriving after the
+# sweep ended), so it runs with the slow tests until that is understood.
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp_path):
     # slower runs so the interrupt lands while some are still training
     slow = ("steps=3000", "task.seq_len=30", "model.hidden_size=32", "eval_every=500")
