@@ -20,6 +20,7 @@ import pytest
 from bpttlab import tracking
 from bpttlab.tracking import sweep as S
 from bpttlab.tracking.uris import move_credentials
+from terminal import AS_IN_A_TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = ("steps=40000", "task.seq_len=20", "eval_every=500", "profile_every=2000")
@@ -45,7 +46,7 @@ def start_sweep(uri: str, tmp_path: Path, *overrides: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
+        **AS_IN_A_TERMINAL,
     )
 
 

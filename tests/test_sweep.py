@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bpttlab import tracking
+from terminal import AS_IN_A_TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_STEPS = 20
@@ -110,9 +111,6 @@ def test_failed_run_is_recorded_and_siblings_finish(sqlite_uri, tmp_path, monkey
     assert sum(r.info.status == "FINISHED" for r in children) == 2
 
 
-# Passes on its own; inside the whole fast suite it has failed (the interrupt arriving after the
-# sweep ended), so it runs with the slow tests until that is understood.
-@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp_path):
     # slower runs so the interrupt lands while some are still training
     slow = ("steps=3000", "task.seq_len=30", "model.hidden_size=32", "eval_every=500")
@@ -124,7 +122,7 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
+        **AS_IN_A_TERMINAL,
     )
     # The workers print a "done" line as each run ends (flushed): interrupt after two. Reading
     # the sweep's own output, not polling the store, keeps this independent of the store's load.

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from bpttlab.tools import ui
+from terminal import AS_IN_A_TERMINAL
 
 
 def _free_port() -> int:
@@ -32,7 +33,7 @@ def test_ui_serves_the_store_and_ctrl_c_leaves_no_process(sqlite_uri, tmp_path):
     env = dict(os.environ, MLFLOW_TRACKING_URI=sqlite_uri)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bpttlab.tools.ui", "--port", str(port)],
-        env=env, cwd=tmp_path, start_new_session=True,
+        env=env, cwd=tmp_path, **AS_IN_A_TERMINAL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
