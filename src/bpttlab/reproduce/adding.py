@@ -8,6 +8,12 @@ Arjovsky et al.'s (``experiments/repro_adding.yaml``), the IRNN on Le et al.'s
 (``experiments/repro_adding_irnn.yaml``).
 
 Runs: those two grids; the curves are the run metric ``test_loss`` (step = training step).
+
+Sources of the quoted texts: Arjovsky et al., the authors' LaTeX (amarshah/complex_RNN,
+``paper/uRNN/uRNN.tex`` at 94dc6fb, December 2015; §5.2 "Adding Problem", Figure 2);
+Hochreiter & Schmidhuber 1997, §5.4 "Experiment 4: Adding Problem" and its Table 7. Le et al.'s
+own text was not available: what it says is given as Arjovsky et al. report it, or marked as not
+checked.
 """
 
 from __future__ import annotations
@@ -25,17 +31,19 @@ TRACKINGS = {"arjovsky": "bpttlab-repro-adding", "le": "bpttlab-repro-adding-irn
 SETUP = (
     "Modern adding problem (values U[0,1], two markers, one in each half); test MSE on 1,000 "
     "fixed sequences; a run stops at the first evaluation that solves the task (MSE < 1/60). "
-    "LSTM and tanh RNN on the setup of Arjovsky et al.'s paper (Section 4.2) and code "
+    "LSTM and tanh RNN on the setup of Arjovsky et al.'s paper (§5.2) and code "
     "(amarshah/complex_RNN): 128 hidden units, batch 20 (the paper ran 20 and 50), RMSProp "
     "lr 1e-3, decay 0.9, accumulator starting at 1e-3, every gradient entry clipped to "
     "[-1, 1], Glorot-uniform weights (the LSTM's per gate, forget bias +1), zero biases; the "
     "GRU is shown on the same setup in the full "
     "profile, not judged (it is in none of these papers' adding results). IRNN on Le et al.'s "
-    "setup (Section 4.1): ReLU, W_hh = I, other weights N(0, 0.001), zero biases, 100 hidden "
+    "setup (§4.1; their text not checked here): ReLU, W_hh = I, other weights N(0, 0.001), "
+    "zero biases, 100 hidden "
     "units, plain SGD with clipping, batch 16; Le et al. picked lr and threshold from a grid per "
     "length, here lr 0.01 and norm clipping at 1, the values of the public reproduction that "
     "reached MSE < 0.1 at T = 100 after ~870k sequences. Deviations: lengths (Arjovsky: "
-    "T = 100–750, Le: 150–400; Le's IRNN needed over 10⁶ iterations, beyond this machine); "
+    "T = 100–750, Le: 150–400; Le's IRNN needed, Arjovsky et al. write, over a million "
+    "iterations, beyond this machine); "
     "1,000 test sequences instead of 10,000; fresh batches instead of Arjovsky's fixed set of "
     "10⁵; no learnable h_0 and no LSTM output-gate peephole (the project's cells are PyTorch's); "
     "eps 1e-8 in RMSProp's denominator (the code has none); early stopping (the papers ran to "
@@ -119,24 +127,29 @@ def with_rel(runs: pd.DataFrame) -> pd.DataFrame:
 CLAIMS = {
     "lstm": (
         "The LSTM gets well below the 1/6 baseline at every length",
-        'Arjovsky et al. 2016, §4.2 (adding figure): "The LSTM and uRNN models are able to '
-        'convincingly beat the baseline up to T = 400"; Le et al. '
-        "2015, §4.1 (Fig. 2): the LSTM below 1/6 at T = 150–400; Hochreiter & Schmidhuber 1997, "
-        "Experiment 4 (their variant, values in [−1, 1]): solved at T = 100, 500, 1000",
+        'Arjovsky et al. 2016, §5.2 (Fig. 2, T = 100–750): "The LSTM and uRNN models are able to '
+        'convincingly beat the baseline up to T=400 time steps"; Hochreiter & Schmidhuber 1997, '
+        "§5.4 (Experiment 4, Table 7; their variant: values in [−1, 1], target 0.5 + (X₁+X₂)/4, "
+        "correct if |error| < 0.04): 1, 0 and 1 wrong of 2560 test sequences at T = 100, 500, "
+        "1000; Le et al. 2015, §4.1 (Fig. 2) also train an LSTM at T = 150–400 (their text not "
+        "checked here)",
         f"every T: LSTM median test MSE over seeds < {BEATS} × 1/6",
     ),
     "tanh": (
         "The tanh RNN fails at long lengths (stays near the baseline)",
-        'Arjovsky et al. 2016, §4.2 (adding figure): "The RNN with tanh and IRNN were not able '
-        'to beat the baseline for any number of time steps" (T = 100–750, RMSProp); Le et al. '
-        "2015, §4.1 (Fig. 2): tanh RNNs fail at the long lengths (SGD)",
+        'Arjovsky et al. 2016, §5.2 (T = 100–750, RMSProp): "The RNN with tanh and IRNN were not '
+        'able to beat the baseline for any number of time steps"; of Le et al. 2015 (§4.1, SGD; '
+        'their text not checked here) they write: "their RNN solve the problem for T=150"',
         f"every T ≥ 100: tanh RNN median test MSE over seeds ≥ {BEATS} × 1/6",
     ),
     "irnn": (
         "The IRNN gets below the baseline at long lengths (Le et al.; contested by Arjovsky et "
         "al., who found it never beats 1/6 at T ≥ 100)",
-        "Le et al. 2015, §4.1 (Fig. 2): the IRNN below 1/6 at T = 150–400 (SGD, clipping); "
-        "Arjovsky et al. 2016, §4.2: never below it at T ≥ 100 (RMSProp)",
+        "Le et al. 2015, §4.1 (Fig. 2, SGD with clipping; their text not checked here), as "
+        'Arjovsky et al. 2016, §5.2 report it: "the IRNN for T=300, but they require over a '
+        'million iterations before they start learning"; Arjovsky et al. themselves (RMSProp): '
+        '"The RNN with tanh and IRNN were not able to beat the baseline for any number of time '
+        'steps"',
         f"longest T: IRNN median test MSE over seeds < {BEATS} × 1/6",
     ),
 }

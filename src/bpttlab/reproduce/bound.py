@@ -62,31 +62,35 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
 CLAIMS = {
     "exact": (
         "Linear net, W = s·Q (Q orthogonal): the decay slope of log‖δ_k‖ is exactly log s",
-        "follows from Pascanu et al. 2013, §2 (linear case: ∂x_t/∂x_k = (W_recᵀ)^(t−k), and "
+        "follows from Pascanu et al. 2013, §2.1 (linear case: ∂x_t/∂x_k = (W_recᵀ)^(t−k), and "
         "s·Q scales every vector's norm by s); not stated in the paper",
         f"every linear orthogonal run: |slope − log σ_max| < {TOL_EXACT:g}",
     ),
     "bound": (
         "‖δ_k‖/‖δ_{k+1}‖ ≤ σ_max·γ, so slope ≤ log(σ_max·γ) for every net",
-        "Pascanu et al. 2013, §2: ‖∂x_{k+1}/∂x_k‖ ≤ ‖W_recᵀ‖·‖diag f′(x_k)‖, so with "
-        "λ₁ < 1/γ, ‖∂x_t/∂x_k‖ ≤ η^(t−k), η = λ₁·γ < 1; γ = 1 for tanh, 1/4 for sigmoid",
+        "Pascanu et al. 2013, §2.1, eq. (6)–(7): ‖∂x_{k+1}/∂x_k‖ ≤ ‖W_recᵀ‖·‖diag σ′(x_k)‖, "
+        "so with λ₁ < 1/γ every Jacobian's norm is ≤ some η < 1 and the long-term component "
+        'shrinks as η^(t−k); "For tanh we have γ = 1 while for sigmoid we have γ = 1/4"',
         "every run (all f, all W): slope ≤ log(σ_max·γ) + 1e-9",
     ),
     "linear_rho": (
         "Linear net: ρ < 1 is sufficient for vanishing, ρ > 1 necessary for exploding",
-        "Pascanu et al. 2013, §2 (linear case): ρ < 1 is sufficient for the long-term "
-        "components to vanish, ρ > 1 necessary for them to explode",
+        'Pascanu et al. 2013, §2.1 (linear case): "It is sufficient for ρ < 1, where ρ is the '
+        "spectral radius of the recurrent weight matrix W_rec, for long term components to "
+        'vanish (as t → ∞) and necessary for ρ > 1 for them to explode"',
         "every linear run with ρ < 1 has slope < 0, and every linear run with slope > 0 has ρ > 1",
     ),
     "general": (
         "General linear W: the slope tends to log ρ(W), not log σ_max(W)",
-        "follows from Pascanu et al. 2013, §2 (linear case, in the eigenbasis of W_rec: the "
+        "follows from Pascanu et al. 2013, §2.1 (linear case, in the eigenbasis of W_rec: the "
         "component along the largest |eigenvalue| dominates); the contrast with σ_max is ours",
         "every linear Gaussian-W run is closer to log ρ than to log σ_max",
     ),
     "not_sufficient": (
         "Nonlinear net: σ_max > 1/γ is necessary but not sufficient for exploding",
-        "Pascanu et al. 2013, §2: λ₁ > 1/γ is necessary for exploding gradients; the derivation "
+        'Pascanu et al. 2013, §2.1: inverting the proof gives "the necessary condition for '
+        'exploding gradients, namely that the largest singular value λ₁ is larger than 1/γ"; '
+        "the derivation "
         "bounds the norm from above only, so it is not sufficient",
         "some (f, W, ρ) setting has σ_max·γ > 1 and slope < 0 in every seed",
     ),

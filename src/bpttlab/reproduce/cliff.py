@@ -209,27 +209,33 @@ def load(uri: str, scale: C.Scale) -> dict:
 CLAIMS = {
     "wall": (
         "The error surface E₅₀(w, b) has a steep wall",
-        "Pascanu et al. 2013, Fig. 6 (qualitative): the error surface of a single-unit RNN, "
-        "x₀ = 0.5, target 0.7 after 50 steps, has walls of high curvature",
+        "Pascanu et al. 2013, §2.3, Fig. 6 (qualitative; E₅₀ = (σ(x₅₀) − 0.7)², x₀ = .5): "
+        '"We plot the error surface of a single hidden unit recurrent network, highlighting '
+        'the existence of high curvature walls"',
         "largest jump of E between neighbouring grid points (0.05 apart) ≥ 25% of E's range",
     ),
     "jump": (
         "Plain gradient steps at the wall jump far; clipped steps do not",
-        "Pascanu et al. 2013, Fig. 6 (qualitative): a gradient step that hits the wall is thrown "
-        "far (solid); the step rescaled to the threshold is not (dashed)",
+        'Pascanu et al. 2013, §2.3, Fig. 6 (qualitative): "At the wall, a bounded norm step in '
+        "the direction of the gradient therefore merely pushes us back inside the smoother "
+        "low-curvature region besides the wall, whereas a regular gradient step would bring us "
+        'very far"',
         "largest plain step ≥ 10 × lr·threshold (the clipped bound) and no clipped step above it",
     ),
     "clipped_ok": (
         "Clipped descent is not thrown off by the wall, so it ends no higher than plain descent",
-        "Pascanu et al. 2013, Fig. 6 (qualitative: the dashed, rescaled path stays near the wall; "
-        "the figure gives no final error, the comparison of end points is ours)",
+        'Pascanu et al. 2013, §2.3, Fig. 6 (qualitative): "The dashed arrows in Fig. 6 '
+        "correspond to ignoring the norm of this large step, ensuring that the model stays "
+        'close to the wall"; the figure gives no final error, the comparison of end points is '
+        "ours",
         f"final error of clipped ≤ plain + {ERROR_TOL} in ≥ {STARTS_NEEDED} of 5 starts",
     ),
     "bifurcation": (
         "At w = 5 the fixed points bifurcate: 3 fixed points (outer stable, middle unstable) "
         "between two folds",
-        "Pascanu et al. 2013, Fig. 3 (after Doya 1993): the bifurcation diagram of the one-unit "
-        "model with w = 5.0 fixed and b varied",
+        'Pascanu et al. 2013, §2.2, Fig. 3: "Bifurcation diagram of a single hidden unit RNN '
+        "(with fixed recurrent weight of 5.0 and adjustable bias b; example introduced in Doya "
+        '(1993))"',
         "bistable b-interval within 0.05 of the analytic folds; stability as stated",
     ),
 }

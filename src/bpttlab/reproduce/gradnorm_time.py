@@ -5,7 +5,9 @@ the LSTM (the paper's figure also shows the uRNN, which is not implemented here;
 whose recurrent matrix starts orthogonal, stands in for its flat profile at initialization).
 The paper: at initialization the RNN and the LSTM decay exponentially towards early ``t`` and the
 unitary model stays flat; after 100 iterations the uRNN, LSTM and RNN all decay, at different
-rates (the IRNN is not shown there).
+rates (the IRNN is not shown there). Quoted text: the authors' LaTeX (amarshah/complex_RNN,
+``paper/uRNN/uRNN.tex`` at 94dc6fb, December 2015), §5.4 "Exploratory experiments", "Norms of
+hidden state gradients", and its Figure 4; T = 1000 and 128 units are from their code.
 
 Runs: ``experiments/repro_gradnorm_time.yaml``; the profiles are the run metrics
 ``profile_init`` and ``profile_final`` (step = t).
@@ -71,20 +73,24 @@ def add_ratios(runs: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
 CLAIMS = {
     "init_decay": (
         "At initialization the RNN and LSTM gradients decay exponentially towards early t",
-        "Arjovsky et al. 2016, gradient-norm figure (adding, T = 1000), at initialization",
+        "Arjovsky et al. 2016, §5.4, Fig. 4 (adding problem; T = 1000 in their code), at the "
+        'beginning of training: "It is clear that at first, the uRNN propogates gradients '
+        'perfectly, while each other model has exponentially vanishing gradients"',
         f"tanh RNN and LSTM each, over seeds: median slope < 0 and median ‖δ_1‖/‖δ_T‖ < "
         f"{RATIO_MAX}",
     ),
     "trained_decay": (
         "After 100 iterations the RNN and LSTM gradients still decay towards early t",
-        "Arjovsky et al. 2016, the same figure after 100 iterations: the uRNN, LSTM and RNN all "
-        "decay, at different rates (the text: IRNN curves are not shown)",
+        'Arjovsky et al. 2016, §5.4, Fig. 4: "After 100 iterations of training, each model '
+        "experiences vanishing gradients, but the uRNN is best able to propagate information, "
+        'having much less decay"; the figure shows the uRNN, LSTM and RNN ("we do not show '
+        'IRNN curves in the figures", §5)',
         "tanh RNN and LSTM each: median slope over seeds < 0 (profile after 100 iterations)",
     ),
     "flat": (
         "A recurrent Jacobian that starts orthogonal keeps the gradient flat at initialization "
         "(paper: uRNN; stand-in here: IRNN, W_hh = I)",
-        "Arjovsky et al. 2016, the same figure: the uRNN's norm stays flat at initialization",
+        'Arjovsky et al. 2016, §5.4, Fig. 4: "at first, the uRNN propogates gradients perfectly"',
         f"IRNN: |median slope at init over seeds| < {FLAT_SLOPE} per step",
     ),
 }

@@ -8,6 +8,8 @@ probability that gradient descent learns to latch falls as T grows.
 Two parts: the geometric decay at the fixed point is analytic (stored as one MLflow run tagged
 ``bpttlab.role=analytic`` in ``bpttlab-repro-latch``); the success rate of gradient descent
 against T comes from ``experiments/repro_latch.yaml``.
+
+The paper's own text was not available here: its claims are paraphrased, not quoted.
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ CLAIMS = {
     "geometric": (
         "At a latch fixed point with w(1 − x̄²) < 1, ∂x_T/∂x_1 shrinks geometrically as "
         "(w(1 − x̄²))^T",
-        "Bengio, Simard & Frasconi 1994: robust storage at a fixed point needs |f′(x̄)|·|w| < 1 "
+        "Bengio, Simard & Frasconi 1994 (paraphrased; their text not checked here): robust "
+        "storage at a fixed point needs |f′(x̄)|·|w| < 1 "
         "there, so ∂x_T/∂x_1 shrinks geometrically; for one tanh unit the factor is "
         "w(1 − x̄²) per step (the closed form is ours)",
         "every w: λ = w(1 − x̄²) < 1 and noise-free slope of log|∂x_t/∂x_0| = log λ (±1e-9)",
@@ -150,15 +153,18 @@ CLAIMS = {
         "With input noise of variance 0.2 (the paper's) a small w loses the bit and a large w "
         "keeps it (at w = 1.5 the positive fixed point vanishes once an input falls below "
         "−0.21: our derivation), and where it is kept its gradient still vanishes",
-        "Bengio et al. 1994: storing a bit robustly against noise needs a large enough basin of "
+        "Bengio et al. 1994 (paraphrased; not checked): storing a bit robustly against noise "
+        "needs a large enough basin of "
         "attraction (a large w), and robust latching implies vanishing gradients",
         f"400 noise draws per w: kept in < {LOST:.0%} at w = 1.5 and ≥ {KEPT:.0%} at every "
         f"w ≥ 2; of the draws that kept it, ≥ {VANISH:.0%} have slope < 0",
     ),
     "success": (
         "The probability that gradient descent learns to latch falls as T grows",
-        "Bengio et al. 1994, latch experiment (one unit, targets ±0.8, noise variance 0.2): "
-        "the probability of success falls quickly as T grows, over T = 10…100",
+        "Bengio et al. 1994, latch experiment (paraphrased; not checked against their text; "
+        "one tanh unit, targets ±0.8, Gaussian noise of variance 0.2 on every input but the "
+        "first, as the description at idsia.ch/~juergen/guessing2001 gives the task): the "
+        "probability of success falls quickly as T grows, over T = 10…100",
         f"success rate at the shortest T − at the longest T ≥ {DROP}",
     ),
 }

@@ -157,9 +157,9 @@ CLAIMS = {
     "slope": (
         "Random tanh RNN, W_hh ~ N(0, g²/N): the backpropagated squared norm changes per step by "
         "χ = g²·E[tanh′(√q*·z)²], so log‖∂L/∂h_t‖ has slope ½·log χ per step back",
-        "Poole et al. 2016 (χ₁, 'an order-to-chaos expressivity phase transition'); Chen et al. "
-        "2018 ('a theory for signal propagation in recurrent networks after random "
-        "initialization')",
+        "Poole et al. 2016 (χ₁; abstract: 'an order-to-chaos expressivity phase transition'); "
+        "Chen et al. 2018 (abstract: 'a theory for signal propagation in recurrent networks "
+        "after random initialization')",
         f"at every g with |g − g*| ≥ {NEAR:g}: |median slope over seeds − ½·log χ| ≤ {TOL:g}",
     ),
     "small_g": (
