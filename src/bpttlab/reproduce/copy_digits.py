@@ -189,6 +189,9 @@ def figure(data: dict[str, pd.DataFrame]):
                 ax.axhline(
                     float(base.iloc[0]), color="k", ls="--", lw=1, label="memoryless baseline"
                 )
+            # log y: one early spike (a tanh seed reaches ~40x the baseline) would otherwise
+            # flatten every curve onto the baseline, where the claims are decided
+            ax.set_yscale("log")
         if metric == "test_metric":
             chance = 1 / 8 if task == "copy" else 1 / 10
             ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
