@@ -142,7 +142,7 @@ def execute_job(idx, overrides, hydra_context, config, task_function, singleton_
         sweep_config.hydra.job.num = idx
     # Hydra's execute_job calls HydraConfig.set_config(sweep_config) here as well; run_job sets
     # it again before it reads anything from it, so the first call (a masked copy of the whole
-    # config, ~10 ms) is left out
+    # config) is left out
     return run_job(
         hydra_context=hydra_context,
         config=sweep_config,
