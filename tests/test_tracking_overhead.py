@@ -3,6 +3,8 @@ config, one client per worker."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bpttlab import config as C
@@ -63,6 +65,39 @@ def test_closed_children_counted_by_one_query_agree_with_the_reader(sqlite_uri):
             return self._c.search_runs(*a, **kw)
 
     assert sorted(S.closed_children_starts(_NoDatabase(client), exp_id, parent)) == sorted(starts)
+
+
+def test_earlier_attempts_of_a_config_by_one_query_agree_with_the_reader(sqlite_uri, monkeypatch):
+    client = tracking.get_client(sqlite_uri)
+    exp_id = tracking.get_or_create_experiment(client, "exp", sqlite_uri)
+    parent = client.create_run(exp_id, tags={"bpttlab.role": "sweep"}).info.run_id
+    other = client.create_run(exp_id, tags={"bpttlab.role": "sweep"}).info.run_id
+
+    def attempt(parent_id, status, chash="abc"):
+        run_id = _child(client, exp_id, parent_id, status)
+        client.set_tag(run_id, "config_hash", chash)
+        return run_id
+
+    killed = attempt(parent, "KILLED")
+    time.sleep(0.01)  # distinct start times: the latest comes first
+    finished = attempt(parent, "FINISHED")
+    attempt(parent, "FINISHED", chash="other")  # another config of the sweep
+    attempt(other, "FINISHED")  # the same config in another sweep
+    client.delete_run(attempt(parent, "FAILED"))  # a deleted attempt
+    with monkeypatch.context() as m:  # the database answers, not the reader
+        m.setattr(L, "children", lambda *a, **k: pytest.fail("searched through the client"))
+        got = L._earlier_attempts(client, exp_id, parent, "abc")
+        assert L._earlier_attempts(client, exp_id, parent, "nothing") == []
+    assert got == [(finished, "FINISHED"), (killed, "KILLED")]
+
+    class _NoDatabase:  # a tracking server's client: no store session, the reader answers
+        def __init__(self, c):
+            self._c = c
+
+        def search_runs(self, *a, **kw):
+            return self._c.search_runs(*a, **kw)
+
+    assert L._earlier_attempts(_NoDatabase(client), exp_id, parent, "abc") == got
 
 
 def _jobs(experiment):
