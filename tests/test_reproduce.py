@@ -625,3 +625,48 @@ def test_section_without_runs_of_the_profile_reports_the_other(
         blocks = C.report_blocks([section], "header")
         assert any(b[0] == "p" and section.fallback in b[1] for b in blocks)
     assert "fake" in C.profiles_used([section]) and label in C.profiles_used([section])
+
+
+def test_planned_runs_multiply_the_grid_and_the_profiles_overrides():
+    from bpttlab.reproduce import adding, temporal_order
+
+    full, quick = C.Scale("full"), C.Scale("quick")
+    # repro_adding: 3 lengths x 3 cells x 5 seeds; repro_adding_irnn: 2 lengths x 5 seeds
+    assert C.planned_runs("repro_adding", adding.overrides("arjovsky", full)) == 45
+    assert C.planned_of(adding, full) == 45 + 10
+    # quick: T = 100 only, tanh and LSTM, 3 seeds; the IRNN grid is not run
+    assert C.planned_of(adding, quick) == 1 * 2 * 3
+    # repro_temporal_order full: clip none/norm x 3 lengths x 5 seeds
+    assert C.planned_of(temporal_order, full) == 2 * 3 * 5
+    assert C.planned_runs("repro_temporal_order", {"seed": "0,1", "task.seq_len": 50}) == 2 * 2
+
+
+@pytest.mark.parametrize("stored", [2, 1])
+def test_a_partly_run_grid_is_named_in_every_row_and_the_section(monkeypatch, tmp_path, stored):
+    import sys
+
+    from bpttlab.reproduce import __main__ as main_mod
+
+    fake = _fake_reproduction({"full"})
+    real_load = fake.load
+    fake.load = lambda uri, scale: {"runs": real_load(uri, scale)["runs"].head(stored)}
+    fake.EXPERIMENT = "repro_temporal_order"
+    fake.overrides = lambda scale: {"clip": "norm", "task.seq_len": 50, "seed": "0,1"}  # 2 runs
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", fake)
+    section = main_mod.reproduce_one(
+        "fake",
+        "sqlite://",
+        C.Scale("full"),
+        tmp_path,
+        do_run=False,
+        jobs=1,
+        workdir=None,
+        log=lambda m: None,
+    )
+    text = "\n".join(b[1] for b in C.report_blocks([section], "h") if b[0] == "p")
+    if stored < 2:
+        assert [v.scale for v in section.verdicts] == ["full, 1 of 2 runs"]
+        assert "Runs: 1 of the profile's 2 runs finished" in text
+    else:
+        assert [v.scale for v in section.verdicts] == ["full"]
+        assert "Runs: 2 finished runs read from MLflow." in text

@@ -159,6 +159,10 @@ def reproduce_one(
         runs = data.get("runs") if isinstance(data, dict) else None
         if runs is not None and len(runs) and "train_seconds" in runs:
             section.n_runs = len(runs)
+            section.n_planned = C.planned_of(mod, scale)
+            if section.n_planned > section.n_runs:  # a grid partly run: every row says so
+                for v in verdicts:
+                    v.scale = f"{v.scale}, {section.n_runs} of {section.n_planned} runs"
             section.seconds["training summed over the stored runs"] = float(
                 runs["train_seconds"].sum()
             )

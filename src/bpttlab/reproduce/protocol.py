@@ -173,6 +173,34 @@ def sweep_values(overrides: Mapping[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def planned_runs(name: str, overrides: Mapping[str, Any]) -> int:
+    """How many runs the grid ``experiments/<name>.yaml`` makes with ``overrides``: its sweep
+    parameters, those the overrides set replaced or added, multiplied out as Hydra's basic
+    sweeper does."""
+    from omegaconf import OmegaConf
+
+    from bpttlab.tracking.sweep import count_jobs
+
+    raw = OmegaConf.to_container(OmegaConf.load(experiment_file(name)), resolve=False)
+    params = dict(((raw.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
+    for key, value in overrides.items():
+        if key in params or _is_sweep_value(key, value):
+            params[key] = value
+    return count_jobs([f"{k}={v}" for k, v in params.items()])
+
+
+def planned_of(mod, scale: Scale) -> int:
+    """Runs the grids of the reproduction module ``mod`` make for ``scale``; 0 for one without
+    a grid of training runs (``EXPERIMENT = None``)."""
+    grids = getattr(mod, "EXPERIMENTS", None)
+    if grids:
+        names = mod.grids(scale) if hasattr(mod, "grids") else list(grids)
+        return sum(planned_runs(grids[g], mod.overrides(g, scale)) for g in names)
+    if isinstance(getattr(mod, "EXPERIMENT", None), str):
+        return planned_runs(mod.EXPERIMENT, mod.overrides(scale))
+    return 0
+
+
 def _param_str(value: Any) -> str:
     return str(value)
 
@@ -449,6 +477,7 @@ class Section:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     n_runs: int = 0
+    n_planned: int = 0  # the runs its profile's grids make (0: not a grid of training runs)
     profile: str = ""  # the profile (label) its verdicts come from
     fallback: str = ""  # why it is reported from another profile than the one asked for
 
@@ -498,7 +527,13 @@ def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
     for s in sections:
         blocks += [("h", 2, s.title), ("p", s.setup)]
         facts = [s.fallback] if s.fallback else []
-        if s.n_runs:
+        if s.n_runs and s.n_planned > s.n_runs:
+            facts.append(
+                f"Runs: {s.n_runs} of the profile's {s.n_planned} runs finished and read from "
+                f"MLflow; the rest of the grid has not run, and the verdicts judge the "
+                f"{s.n_runs} stored (each row names the settings it judges)."
+            )
+        elif s.n_runs:
             facts.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
         if s.seconds:
             facts.append("Time: " + _fmt_times(s.seconds) + ".")
