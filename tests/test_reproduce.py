@@ -670,3 +670,58 @@ def test_a_partly_run_grid_is_named_in_every_row_and_the_section(monkeypatch, tm
     else:
         assert [v.scale for v in section.verdicts] == ["full"]
         assert "Runs: 2 finished runs read from MLflow." in text
+
+
+def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from matplotlib.figure import Figure
+
+    from bpttlab.reproduce import __main__ as main_mod
+
+    mod = types.ModuleType("bpttlab.reproduce.fake")
+    mod.TITLE, mod.SETUP, mod.figure = "Fake", "setup", lambda data: Figure()
+    stored = {"full": 1, "quick": 2}  # the full grid partly run: one claim lacks its runs
+
+    def load(uri, scale):
+        n = stored[scale.label]
+        return {"runs": pd.DataFrame({"seed": range(n), "train_seconds": [1.0] * n})}
+
+    def verdicts(runs, scale):
+        return [
+            C.Verdict("fake", "a", "p", "", "k", True if len(runs) >= 1 else None, scale),
+            C.Verdict("fake", "b", "p", "", "k", False if len(runs) >= 2 else None, scale),
+        ]
+
+    mod.load, mod.verdicts = load, verdicts
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", mod)
+    section = main_mod.reproduce_one(
+        "fake",
+        "sqlite://",
+        C.Scale("full"),
+        tmp_path,
+        do_run=False,
+        jobs=1,
+        workdir=None,
+        log=lambda m: None,
+    )
+    assert [(v.claim, v.scale, v.mark) for v in section.verdicts] == [
+        ("a", "full", "PASS"),
+        ("b", "quick", "FAIL"),
+    ]
+    assert section.profile == "full" and section.n_runs == 1
+    assert section.fallback.startswith("1 of 2 claims are reported from the quick profile")
+    # both profiles judge nothing the other does not: no row is taken from the other one
+    stored.update(full=2)
+    section = main_mod.reproduce_one(
+        "fake",
+        "sqlite://",
+        C.Scale("full"),
+        tmp_path,
+        do_run=False,
+        jobs=1,
+        workdir=None,
+        log=lambda m: None,
+    )
+    assert [v.scale for v in section.verdicts] == ["full", "full"] and not section.fallback

@@ -141,28 +141,50 @@ def reproduce_one(
             section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
         t0 = time.perf_counter()
         data, verdicts = _judge(mod, uri, scale)
+        runs = data.get("runs") if isinstance(data, dict) else None
+        n_runs = len(runs) if runs is not None and "train_seconds" in runs else 0
+        n_planned = C.planned_of(mod, scale) if n_runs else 0
+        if n_planned > n_runs:  # a grid partly run: every row judged on it says so
+            for v in verdicts:
+                v.scale = f"{v.scale}, {n_runs} of {n_planned} runs"
         other = scale.other()
-        if not do_run and other is not None and verdicts and _none_judged(verdicts):
-            # No claim can be judged on this profile's stored runs: report the other profile's,
-            # if they judge any, with every row saying so (a report covers all reproductions,
-            # whichever profile ran them).
+        if not do_run and other is not None and any(v.passed is None for v in verdicts):
             other_data, other_verdicts = _judge(mod, uri, other)
-            if not _none_judged(other_verdicts):
+            if _none_judged(verdicts) and not _none_judged(other_verdicts):
+                # No claim can be judged on this profile's stored runs: report the other
+                # profile's, with every row saying so (a report covers all reproductions,
+                # whichever profile ran them).
                 log(f"  nothing of the {scale.label} profile to judge; reporting {other.label}")
                 section.fallback = (
                     f"Reported from the {other.label} profile: the store has no finished runs of "
                     f"the {scale.label} profile that judge any of this reproduction's claims."
                 )
                 scale, data, verdicts = other, other_data, other_verdicts
+                runs = data.get("runs") if isinstance(data, dict) else None
+                n_runs = len(runs) if runs is not None and "train_seconds" in runs else 0
+                n_planned = C.planned_of(mod, scale) if n_runs else 0
+            else:
+                # Some claims judged here, some only on the other profile's runs (a grid
+                # partly run): those rows come from the other profile, and say so.
+                taken = [
+                    i
+                    for i, (v, o) in enumerate(zip(verdicts, other_verdicts, strict=False))
+                    if v.passed is None and o.passed is not None and o.claim == v.claim
+                ]
+                for i in taken:
+                    verdicts[i] = other_verdicts[i]
+                if taken:
+                    log(f"  {len(taken)} claim(s) judged on the {other.label} profile's runs")
+                    section.fallback = (
+                        f"{len(taken)} of {len(verdicts)} claims are reported from the "
+                        f"{other.label} profile (their rows say so): the store has no finished "
+                        f"runs of the {scale.label} profile that judge them. The figure, the "
+                        f"run count and the other rows are the {scale.label} profile's."
+                    )
         section.profile = scale.label
         section.verdicts = verdicts
-        runs = data.get("runs") if isinstance(data, dict) else None
-        if runs is not None and len(runs) and "train_seconds" in runs:
-            section.n_runs = len(runs)
-            section.n_planned = C.planned_of(mod, scale)
-            if section.n_planned > section.n_runs:  # a grid partly run: every row says so
-                for v in verdicts:
-                    v.scale = f"{v.scale}, {section.n_runs} of {section.n_planned} runs"
+        if n_runs:
+            section.n_runs, section.n_planned = n_runs, n_planned
             section.seconds["training summed over the stored runs"] = float(
                 runs["train_seconds"].sum()
             )
