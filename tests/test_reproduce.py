@@ -666,7 +666,7 @@ def test_a_partly_run_grid_is_named_in_every_row_and_the_section(monkeypatch, tm
     text = "\n".join(b[1] for b in C.report_blocks([section], "h") if b[0] == "p")
     if stored < 2:
         assert [v.scale for v in section.verdicts] == ["full, 1 of 2 runs"]
-        assert "Runs: 1 of the profile's 2 runs finished" in text
+        assert "Runs: 1 of the profile's 2 runs finished, read from MLflow and judged" in text
     else:
         assert [v.scale for v in section.verdicts] == ["full"]
         assert "Runs: 2 finished runs read from MLflow." in text
@@ -725,3 +725,34 @@ def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeyp
         log=lambda m: None,
     )
     assert [v.scale for v in section.verdicts] == ["full", "full"] and not section.fallback
+
+
+def test_a_setting_is_judged_only_with_enough_finished_seeds():
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(9)],
+            "clip": ["none"] * 5 + ["norm"] * 4,
+            "seq_len": [50] * 3 + [100] * 2 + [50] * 3 + [100],
+        }
+    )
+    kept, left = C.with_enough_seeds(runs, ["clip", "seq_len"], planned=5)
+    assert sorted(set(zip(kept["clip"], kept["seq_len"], strict=True))) == [
+        ("none", 50),
+        ("norm", 50),
+    ]
+    assert left == ["clip=none, seq_len=100: 2 of 5 seeds", "clip=norm, seq_len=100: 1 of 5 seeds"]
+    # a grid of two seeds per setting: two are enough; one seed (a smoke run) judges on one
+    kept, left = C.with_enough_seeds(runs, ["clip", "seq_len"], planned=2)
+    assert len(kept) == 8 and left == ["clip=norm, seq_len=100: 1 of 2 seeds"]
+    assert len(C.with_enough_seeds(runs, ["clip", "seq_len"], planned=1)[0]) == 9
+    # the grids' own seed counts: 5 in the full profiles, 3 in the quick ones
+    from bpttlab.reproduce import adding, temporal_order
+
+    assert C.planned_seeds("repro_adding", adding.overrides("arjovsky", C.Scale("full"))) == 5
+    assert C.planned_seeds("repro_adding", adding.overrides("arjovsky", C.Scale("quick"))) == 3
+    assert C.planned_seeds("repro_temporal_order", temporal_order.overrides(C.Scale("full"))) == 5
+    section = C.Section("x", "X", "setup", left_out=left)
+    text = "\n".join(b[1] for b in C.report_blocks([section], "h") if b[0] == "p")
+    assert (
+        "Not judged yet, fewer than 3 finished seeds: clip=norm, seq_len=100: 1 of 2 seeds." in text
+    )

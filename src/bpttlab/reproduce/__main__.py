@@ -183,6 +183,8 @@ def reproduce_one(
                     )
         section.profile = scale.label
         section.verdicts = verdicts
+        if isinstance(data, dict):
+            section.left_out = list(data.get("left_out") or [])
         if n_runs:
             section.n_runs, section.n_planned = n_runs, n_planned
             section.seconds["training summed over the stored runs"] = float(

@@ -103,7 +103,8 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` of the grids ``scale`` runs (columns ``grid``, ``variant`` and ``rel`` = final
-    test MSE / (1/6)) and ``curves``."""
+    test MSE / (1/6)) and ``curves``; a cell at a length with fewer than
+    :data:`~bpttlab.reproduce.protocol.MIN_SEEDS` finished seeds is left out (``left_out``)."""
     frames = []
     for grid in grids(scale):
         runs = C.stored_runs(uri, TRACKINGS[grid], EXPERIMENTS[grid], overrides(grid, scale))
@@ -112,8 +113,19 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     if not frames:
         return {"runs": pd.DataFrame(), "curves": pd.DataFrame()}
     runs = with_rel(C.add_variant(pd.concat(frames, ignore_index=True)))
+    kept, left = [], []
+    for grid, g in runs.groupby("grid", sort=False):
+        enough, short = C.with_enough_seeds(
+            g,
+            ["variant", "seq_len"],
+            C.planned_seeds(EXPERIMENTS[grid], overrides(grid, scale)),
+            describe=lambda v: f"{v[0]} at T = {v[1]}",
+        )
+        kept.append(enough)
+        left += short
+    runs = pd.concat(kept, ignore_index=True)
     curves = C.load_history(uri, runs, ["test_loss"])
-    return {"runs": runs, "curves": curves}
+    return {"runs": runs, "curves": curves, "left_out": left}
 
 
 def with_rel(runs: pd.DataFrame) -> pd.DataFrame:

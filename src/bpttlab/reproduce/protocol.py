@@ -173,20 +173,66 @@ def sweep_values(overrides: Mapping[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def planned_runs(name: str, overrides: Mapping[str, Any]) -> int:
-    """How many runs the grid ``experiments/<name>.yaml`` makes with ``overrides``: its sweep
-    parameters, those the overrides set replaced or added, multiplied out as Hydra's basic
-    sweeper does."""
+def _grid_params(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep parameters of ``experiments/<name>.yaml``, those ``overrides`` set replaced or
+    added."""
     from omegaconf import OmegaConf
-
-    from bpttlab.tracking.sweep import count_jobs
 
     raw = OmegaConf.to_container(OmegaConf.load(experiment_file(name)), resolve=False)
     params = dict(((raw.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
     for key, value in overrides.items():
         if key in params or _is_sweep_value(key, value):
             params[key] = value
-    return count_jobs([f"{k}={v}" for k, v in params.items()])
+    return params
+
+
+def planned_runs(name: str, overrides: Mapping[str, Any]) -> int:
+    """How many runs the grid ``experiments/<name>.yaml`` makes with ``overrides``: its sweep
+    parameters, those the overrides set replaced or added, multiplied out as Hydra's basic
+    sweeper does."""
+    from bpttlab.tracking.sweep import count_jobs
+
+    return count_jobs([f"{k}={v}" for k, v in _grid_params(name, overrides).items()])
+
+
+def planned_seeds(name: str, overrides: Mapping[str, Any]) -> int:
+    """How many seeds each setting of the grid runs with ``overrides``."""
+    from bpttlab.tracking.sweep import count_jobs
+
+    params = _grid_params(name, overrides)
+    if "seed" not in params:
+        return 1
+    return count_jobs([f"seed={params['seed']}"])
+
+
+#: A setting is judged on at least this many finished seeds (or all its grid runs, if fewer).
+MIN_SEEDS = 3
+
+
+def with_enough_seeds(
+    runs: pd.DataFrame, keys: Sequence[str], planned: int, describe=None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of the settings (groups of ``keys``) with at least ``min(MIN_SEEDS, planned)``
+    finished runs, and one text per setting left out (a grid still running, or stopped part of
+    the way: its settings are judged once enough of their seeds have finished).
+
+    ``describe(key values) -> str`` names a setting (default ``key=value`` pairs).
+    """
+    need = min(MIN_SEEDS, max(1, planned))
+    if runs.empty or not set(keys) <= set(runs.columns):
+        return runs, []
+    sizes = runs.groupby(list(keys))["run_id" if "run_id" in runs else keys[0]].transform("size")
+    keep = sizes >= need
+    left = []
+    for values, g in runs[~keep].groupby(list(keys)):
+        values = values if isinstance(values, tuple) else (values,)
+        name = (
+            describe(values)
+            if describe
+            else ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+        )
+        left.append(f"{name}: {len(g)} of {planned} seeds")
+    return runs[keep].reset_index(drop=True), left
 
 
 def planned_of(mod, scale: Scale) -> int:
@@ -480,6 +526,7 @@ class Section:
     n_planned: int = 0  # the runs its profile's grids make (0: not a grid of training runs)
     profile: str = ""  # the profile (label) its verdicts come from
     fallback: str = ""  # why it is reported from another profile than the one asked for
+    left_out: list[str] = field(default_factory=list)  # settings with too few finished seeds
 
 
 VERDICT_COLUMNS = ("result", "claim", "published", "ours", "pass criterion", "verdict", "run size")
@@ -529,12 +576,18 @@ def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
         facts = [s.fallback] if s.fallback else []
         if s.n_runs and s.n_planned > s.n_runs:
             facts.append(
-                f"Runs: {s.n_runs} of the profile's {s.n_planned} runs finished and read from "
-                f"MLflow; the rest of the grid has not run, and the verdicts judge the "
-                f"{s.n_runs} stored (each row names the settings it judges)."
+                f"Runs: {s.n_runs} of the profile's {s.n_planned} runs finished, read from "
+                f"MLflow and judged; the rest of the grid has not run (or not enough of its "
+                f"seeds), and each row names the settings it judges."
             )
         elif s.n_runs:
             facts.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
+        if s.left_out:
+            facts.append(
+                f"Not judged yet, fewer than {MIN_SEEDS} finished seeds: "
+                + "; ".join(s.left_out)
+                + "."
+            )
         if s.seconds:
             facts.append("Time: " + _fmt_times(s.seconds) + ".")
         if facts:

@@ -73,12 +73,20 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` with ``gn_median``, ``gn_max``, ``spike`` (= max/median grad norm) and
-    ``gradnorms`` (long table of the per-step pre-clip norms)."""
+    ``gradnorms`` (long table of the per-step pre-clip norms); a setting (clip, L) with fewer
+    than :data:`~bpttlab.reproduce.protocol.MIN_SEEDS` finished seeds is left out
+    (``left_out``)."""
     runs = C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale))
+    runs, left = C.with_enough_seeds(
+        runs,
+        ["clip", "seq_len"],
+        C.planned_seeds(EXPERIMENT, overrides(scale)),
+        describe=lambda v: f"clip {v[0]} at L = {v[1]}",
+    )
     if runs.empty:
-        return {"runs": runs, "gradnorms": pd.DataFrame()}
+        return {"runs": runs, "gradnorms": pd.DataFrame(), "left_out": left}
     hist = C.load_history(uri, runs, ["grad_norm"])
-    return {"runs": add_spikes(runs, hist), "gradnorms": hist}
+    return {"runs": add_spikes(runs, hist), "gradnorms": hist, "left_out": left}
 
 
 def add_spikes(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
