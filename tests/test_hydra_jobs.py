@@ -201,3 +201,15 @@ def test_the_shared_state_is_unpickled_once_per_worker():
     assert first == {"state": [1, 2]} and again is first  # one object for the jobs of a launch
     other = pickle.loads(pickle.dumps(J.Shared({"state": [3]}, key="launch-2")))
     assert other == {"state": [3]} and list(J.Shared._LOADED) == ["launch-2"]
+
+
+def test_run_job_changes_directory_when_asked_as_hydra_does(tmp_path, kept_logging):
+    before = os.getcwd()
+    both = _run_both(
+        tmp_path, lambda cfg: os.getcwd(), argv=("experiments=smoke", "hydra.job.chdir=true")
+    )
+    (h_ret, h_seen), (o_ret, o_seen) = both["hydra"], both["ours"]
+    assert o_seen["cwd"] == str(tmp_path / "ours" / "3")
+    assert _as_hydras(o_seen["cwd"], tmp_path) == h_seen["cwd"]
+    assert _as_hydras(o_ret.working_dir, tmp_path) == h_ret.working_dir
+    assert os.getcwd() == before  # given back

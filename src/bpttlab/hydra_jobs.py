@@ -187,10 +187,19 @@ def run_job(hydra_context, config, task_function, job_dir_key, job_subdir_key):
         ret.overrides = overrides
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         _chdir = hydra_cfg.hydra.job.chdir
-        if _chdir is None:  # Hydra >= 1.2 with version_base >= 1.2: no chdir
+        if _chdir is None:  # unset: no chdir from version_base 1.2 on; before, chdir and warn
             from hydra.core import utils as hydra_utils
 
-            _chdir = not hydra_utils.version.base_at_least("1.2")
+            if hydra_utils.version.base_at_least("1.2"):
+                _chdir = False
+            else:
+                hydra_utils.deprecation_warning(
+                    message="Future Hydra versions will no longer change working directory at "
+                    "job runtime by default.\nSee https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/"
+                    "changes_to_job_working_dir/ for more information.",
+                    stacklevel=2,
+                )
+                _chdir = True
         if _chdir:
             os.chdir(output_dir)
             ret.working_dir = output_dir
