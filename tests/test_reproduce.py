@@ -585,6 +585,15 @@ def _fake_reproduction(stored: set[str]):
     return mod
 
 
+def _reproduce_fake(scale, out, do_run=False):
+    """``reproduce_one`` of the module installed as ``bpttlab.reproduce.fake``, quietly."""
+    from bpttlab.reproduce import __main__ as main_mod
+
+    return main_mod.reproduce_one(
+        "fake", "sqlite://", scale, out, do_run=do_run, jobs=1, workdir=None, log=lambda m: None
+    )
+
+
 @pytest.mark.parametrize(
     ("asked", "stored", "do_run", "label", "fell_back"),
     [
@@ -601,22 +610,11 @@ def test_section_without_runs_of_the_profile_reports_the_other(
 ):
     import sys
 
-    from bpttlab.reproduce import __main__ as main_mod
-
     monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", _fake_reproduction(stored))
     monkeypatch.setattr(
         sys.modules["bpttlab.reproduce.fake"], "run", lambda *a, **k: {}, raising=False
     )
-    section = main_mod.reproduce_one(
-        "fake",
-        "sqlite://",
-        asked,
-        tmp_path,
-        do_run=do_run,
-        jobs=1,
-        workdir=None,
-        log=lambda m: None,
-    )
+    section = _reproduce_fake(asked, tmp_path, do_run=do_run)
     assert [v.scale for v in section.verdicts] == [label]
     assert section.profile == label
     assert bool(section.fallback) is fell_back
@@ -645,24 +643,13 @@ def test_planned_runs_multiply_the_grid_and_the_profiles_overrides():
 def test_a_partly_run_grid_is_named_in_every_row_and_the_section(monkeypatch, tmp_path, stored):
     import sys
 
-    from bpttlab.reproduce import __main__ as main_mod
-
     fake = _fake_reproduction({"full"})
     real_load = fake.load
     fake.load = lambda uri, scale: {"runs": real_load(uri, scale)["runs"].head(stored)}
     fake.EXPERIMENT = "repro_temporal_order"
     fake.overrides = lambda scale: {"clip": "norm", "task.seq_len": 50, "seed": "0,1"}  # 2 runs
     monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", fake)
-    section = main_mod.reproduce_one(
-        "fake",
-        "sqlite://",
-        C.Scale("full"),
-        tmp_path,
-        do_run=False,
-        jobs=1,
-        workdir=None,
-        log=lambda m: None,
-    )
+    section = _reproduce_fake(C.Scale("full"), tmp_path)
     text = "\n".join(b[1] for b in C.report_blocks([section], "h") if b[0] == "p")
     if stored < 2:
         assert [v.scale for v in section.verdicts] == ["full, 1 of 2 runs"]
@@ -672,17 +659,15 @@ def test_a_partly_run_grid_is_named_in_every_row_and_the_section(monkeypatch, tm
         assert "Runs: 2 finished runs read from MLflow." in text
 
 
-def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeypatch, tmp_path):
-    import sys
+def _two_claim_reproduction(stored: dict[str, int]):
+    """A reproduction whose claim ``a`` needs one run and claim ``b`` two; the store holds
+    ``stored[profile]`` runs of each profile."""
     import types
 
     from matplotlib.figure import Figure
 
-    from bpttlab.reproduce import __main__ as main_mod
-
     mod = types.ModuleType("bpttlab.reproduce.fake")
     mod.TITLE, mod.SETUP, mod.figure = "Fake", "setup", lambda data: Figure()
-    stored = {"full": 1, "quick": 2}  # the full grid partly run: one claim lacks its runs
 
     def load(uri, scale):
         n = stored[scale.label]
@@ -695,17 +680,16 @@ def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeyp
         ]
 
     mod.load, mod.verdicts = load, verdicts
+    return mod
+
+
+def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeypatch, tmp_path):
+    import sys
+
+    stored = {"full": 1, "quick": 2}  # the full grid partly run: one claim lacks its runs
+    mod = _two_claim_reproduction(stored)
     monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", mod)
-    section = main_mod.reproduce_one(
-        "fake",
-        "sqlite://",
-        C.Scale("full"),
-        tmp_path,
-        do_run=False,
-        jobs=1,
-        workdir=None,
-        log=lambda m: None,
-    )
+    section = _reproduce_fake(C.Scale("full"), tmp_path)
     assert [(v.claim, v.scale, v.mark) for v in section.verdicts] == [
         ("a", "full", "PASS"),
         ("b", "quick", "FAIL"),
@@ -714,16 +698,7 @@ def test_a_claim_the_profile_cannot_judge_is_reported_from_the_other_one(monkeyp
     assert section.fallback.startswith("1 of 2 claims are reported from the quick profile")
     # both profiles judge nothing the other does not: no row is taken from the other one
     stored.update(full=2)
-    section = main_mod.reproduce_one(
-        "fake",
-        "sqlite://",
-        C.Scale("full"),
-        tmp_path,
-        do_run=False,
-        jobs=1,
-        workdir=None,
-        log=lambda m: None,
-    )
+    section = _reproduce_fake(C.Scale("full"), tmp_path)
     assert [v.scale for v in section.verdicts] == ["full", "full"] and not section.fallback
 
 
@@ -756,3 +731,25 @@ def test_a_setting_is_judged_only_with_enough_finished_seeds():
     assert (
         "Not judged yet, fewer than 3 finished seeds: clip=norm, seq_len=100: 1 of 2 seeds." in text
     )
+
+
+@pytest.mark.parametrize(
+    ("stored", "scales"),
+    [
+        # full partly run; claim b from the quick profile, whose own grid is complete
+        ({"full": 1, "quick": 2}, ["full, 1 of 2 runs", "quick"]),
+        # nothing of full: the section comes from quick, itself partly run
+        ({"full": 0, "quick": 1}, ["quick, 1 of 2 runs", "quick, 1 of 2 runs"]),
+    ],
+)
+def test_only_the_rows_of_a_partly_run_profile_say_how_much_of_it_ran(
+    monkeypatch, tmp_path, stored, scales
+):
+    import sys
+
+    mod = _two_claim_reproduction(stored)
+    mod.EXPERIMENT = "repro_temporal_order"
+    mod.overrides = lambda scale: {"clip": "norm", "task.seq_len": 50, "seed": "0,1"}  # 2 runs
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", mod)
+    section = _reproduce_fake(C.Scale("full"), tmp_path)
+    assert [v.scale for v in section.verdicts] == scales

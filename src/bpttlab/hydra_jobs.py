@@ -285,9 +285,9 @@ def execute_job(idx, overrides, shared, task_function, scope):
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
         sweep_config.hydra.job.num = idx
-    # Hydra's execute_job calls HydraConfig.set_config(sweep_config) here as well; run_job sets
-    # it before it reads anything from it, so that call (a masked copy of the whole hydra node)
-    # is left out
+    # Hydra's execute_job calls HydraConfig.set_config(sweep_config) here as well; run_job points
+    # HydraConfig at the job's config before it reads anything, so that call (a masked copy of
+    # the whole hydra node) is left out
     ret = run_job(
         hydra_context=hydra_context,
         config=sweep_config,

@@ -141,12 +141,6 @@ def reproduce_one(
             section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
         t0 = time.perf_counter()
         data, verdicts = _judge(mod, uri, scale)
-        runs = data.get("runs") if isinstance(data, dict) else None
-        n_runs = len(runs) if runs is not None and "train_seconds" in runs else 0
-        n_planned = C.planned_of(mod, scale) if n_runs else 0
-        if n_planned > n_runs:  # a grid partly run: every row judged on it says so
-            for v in verdicts:
-                v.scale = f"{v.scale}, {n_runs} of {n_planned} runs"
         other = scale.other()
         if not do_run and other is not None and any(v.passed is None for v in verdicts):
             other_data, other_verdicts = _judge(mod, uri, other)
@@ -160,9 +154,6 @@ def reproduce_one(
                     f"the {scale.label} profile that judge any of this reproduction's claims."
                 )
                 scale, data, verdicts = other, other_data, other_verdicts
-                runs = data.get("runs") if isinstance(data, dict) else None
-                n_runs = len(runs) if runs is not None and "train_seconds" in runs else 0
-                n_planned = C.planned_of(mod, scale) if n_runs else 0
             else:
                 # Some claims judged here, some only on the other profile's runs (a grid
                 # partly run): those rows come from the other profile, and say so.
@@ -181,6 +172,13 @@ def reproduce_one(
                         f"runs of the {scale.label} profile that judge them. The figure, the "
                         f"run count and the other rows are the {scale.label} profile's."
                     )
+        runs = data.get("runs") if isinstance(data, dict) else None
+        n_runs = len(runs) if runs is not None and "train_seconds" in runs else 0
+        n_planned = C.planned_of(mod, scale) if n_runs else 0
+        if n_planned > n_runs:  # a grid partly run: every row judged on it says so
+            for v in verdicts:
+                if v.scale == scale.label:  # (not a row taken from the other profile)
+                    v.scale = f"{v.scale}, {n_runs} of {n_planned} runs"
         section.profile = scale.label
         section.verdicts = verdicts
         if isinstance(data, dict):

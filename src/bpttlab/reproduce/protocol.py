@@ -221,8 +221,7 @@ def with_enough_seeds(
     need = min(MIN_SEEDS, max(1, planned))
     if runs.empty or not set(keys) <= set(runs.columns):
         return runs, []
-    sizes = runs.groupby(list(keys))["run_id" if "run_id" in runs else keys[0]].transform("size")
-    keep = sizes >= need
+    keep = runs.groupby(list(keys))[keys[0]].transform("size") >= need
     left = []
     for values, g in runs[~keep].groupby(list(keys)):
         values = values if isinstance(values, tuple) else (values,)

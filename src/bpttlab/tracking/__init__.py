@@ -184,6 +184,14 @@ def get_or_create_experiment(client, name: str, uri: str) -> str:
         return exp.experiment_id
 
 
+def database_store(client):
+    """The SQLAlchemy store behind ``client`` when it talks to a database itself (SQLite,
+    PostgreSQL), whose ``ManagedSessionMaker`` answers queries on MLflow's tables; None for a
+    tracking server's client."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if getattr(store, "ManagedSessionMaker", None) is not None else None
+
+
 class _SqlMetricWriter:
     """Metric points of one run written straight into a database-backed store's tables.
 
@@ -207,8 +215,8 @@ class _SqlMetricWriter:
     @classmethod
     def of(cls, client, run_id: str) -> _SqlMetricWriter | None:
         """A writer if ``client`` talks to a database-backed store, else None."""
-        store = getattr(getattr(client, "_tracking_client", None), "store", None)
-        if getattr(store, "ManagedSessionMaker", None) is None or not hasattr(store, "engine"):
+        store = database_store(client)
+        if store is None or not hasattr(store, "engine"):
             return None
         try:
             return cls(store, run_id)

@@ -155,13 +155,13 @@ class Run:
 def _earlier_attempts(client, exp_id: str, parent_id: str, chash: str) -> list[tuple[str, str]]:
     """``(run_id, status)`` of the sweep's earlier runs of this config, the latest first.
 
-    A database-backed store answers with one query on MLflow's runs and tags tables (about 1 ms;
-    a ``search_runs`` reads each run whole and parses its filter: about 15 ms a job); any other
-    store through :func:`~bpttlab.tracking.reader.children`.
+    A database-backed store answers with one query on MLflow's runs and tags tables (4–6 CPU-ms
+    against 13–15 ms for a ``search_runs``, which reads each run whole, on sweeps of 36 and 150
+    runs); any other store through :func:`~bpttlab.tracking.reader.children`.
     """
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    sessions = getattr(store, "ManagedSessionMaker", None)
-    if sessions is not None:
+    store = tracking.database_store(client)
+    if store is not None:
+        sessions = store.ManagedSessionMaker
         try:
             from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
             from sqlalchemy.orm import aliased

@@ -283,9 +283,9 @@ def closed_children_starts(client, experiment_id: str, parent_id: str) -> list[i
     reads every child run whole (their params, tags and metrics too): on a sweep of hundreds of
     runs that costs a worker a good part of a second per job.
     """
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    sessions = getattr(store, "ManagedSessionMaker", None)
-    if sessions is not None:
+    store = tracking.database_store(client)
+    if store is not None:
+        sessions = store.ManagedSessionMaker
         try:
             from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
 
