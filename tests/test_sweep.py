@@ -175,3 +175,60 @@ def test_bad_config_fails_with_clear_message(tmp_path, bad):
     err = proc.stderr + proc.stdout
     assert err.startswith("error: ") and "Traceback" not in err, err
     assert ("valid choices: identity, relu, sigmoid, tanh" in err) or ("task.seq_len=0" in err)
+
+
+def _snapshot_files(store_dir: Path) -> list[Path]:
+    return sorted(store_dir.glob("mlartifacts/**/snapshot/state.npz"))
+
+
+def test_a_stopped_run_goes_on_from_its_snapshot_and_ends_as_if_never_stopped(
+    sqlite_uri, tmp_path, monkeypatch, compose_cfg
+):
+    monkeypatch.setenv("BPTTLAB_CODE_VERSION", "0.test+snapshots")  # one clean code version
+    one_run = (
+        "model=lstm",
+        "clip=norm",
+        "steps=3000",
+        "task.seq_len=20",
+        "model.hidden_size=16",
+        "eval_every=500",
+        "profile_every=1000",
+        "tracking.snapshot_minutes=0.001",  # every 0.06 s
+    )
+    store = Path(sqlite_uri[len("sqlite:///") :]).parent
+    tracking.get_client(sqlite_uri)
+    proc = run_sweep(sqlite_uri, tmp_path, *one_run, stdout=subprocess.DEVNULL, **AS_IN_A_TERMINAL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not _snapshot_files(store) and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few more snapshots, well before the end (3000 steps take ~7 s here)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    client, _, children = sweep_runs(sqlite_uri)
+    assert [r.info.status for r in children] == ["KILLED"]
+    killed = children[0].info.run_id
+
+    again = run_sweep(sqlite_uri, tmp_path, *one_run)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resume lstm-tanh-xavier-T20-norm1-s0 at step " in again.stdout, again.stdout
+    client, _, children = sweep_runs(sqlite_uri)
+    assert [r.info.status for r in children] == ["FINISHED"]  # the killed attempt replaced
+    resumed = children[0]
+    assert resumed.data.tags["bpttlab.resumed_from_run"] == killed
+    at = int(resumed.data.tags["bpttlab.resumed_at_step"])
+    assert 0 < at < 3000
+    assert _snapshot_files(store) == []  # a finished run keeps no snapshot
+
+    # the same run, never stopped (trained here): the same numbers, step for step
+    from bpttlab import config as C
+    from bpttlab.train import train
+
+    never = tracking.NullTracker()
+    cfg = C.to_config(compose_cfg("experiments=smoke", *one_run, "tracking=none"))
+    summary = train(cfg, never)
+    numbers = {k: v for k, v in summary.items() if k not in ("train_seconds", "diverged_reason")}
+    assert {k: resumed.data.metrics[k] for k in numbers} == numbers
+    for key in ("loss", "grad_norm", "test_loss", "sigma_max_hh", "grad_norm.weight_hh"):
+        history = client.get_metric_history(resumed.info.run_id, key)
+        assert sorted((m.step, m.value) for m in history) == sorted(never.metrics[key]), key

@@ -98,8 +98,10 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
         with tracked_run(cfg, cpu_mark=cpu_mark) as run:
             if not run.skipped:
                 c0 = time.process_time()
-                run.summary = train(cfg, run.tracker)
+                run.summary = train(cfg, run.tracker, resume=run.resume)
                 run.train_cpu = time.process_time() - c0
+                if run.resume is not None:  # and the earlier attempt's, up to its snapshot
+                    run.train_cpu += run.resume.train_cpu_seconds
     except (KeyboardInterrupt, StoreUnusable):
         raise
     except Exception as exc:  # the store itself failed before or after training

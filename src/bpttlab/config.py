@@ -380,9 +380,18 @@ class TrackingConf:
     enabled: bool = True
     uri: str | None = None
     experiment: str = "bpttlab"
+    # a snapshot every this many minutes of training, from which a stopped run goes on
+    # (bpttlab.snapshot); 0: never
+    snapshot_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment), "tracking.experiment", self.experiment, "a non-empty name")
+        _require(
+            math.isfinite(self.snapshot_minutes) and self.snapshot_minutes >= 0,
+            "tracking.snapshot_minutes",
+            self.snapshot_minutes,
+            "a number of minutes >= 0 (0: no snapshots)",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

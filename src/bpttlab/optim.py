@@ -206,6 +206,57 @@ class Optimizer:
     def _init_state(self, p: np.ndarray) -> dict:
         return {"tmp": np.empty_like(p)}
 
+    # buffers named tmp* are scratch space, rewritten by every update: not part of the state
+    @staticmethod
+    def _kept(buffer: str) -> bool:
+        return not buffer.startswith("tmp")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The optimizer's state as copies ``{"<param>/<buffer>": array}`` (scratch buffers left
+        out; a step count as a 0-d array), for a training snapshot; see
+        :meth:`load_state_arrays`."""
+        return {
+            f"{key}/{buffer}": np.array(value)
+            for key, st in self.state.items()
+            for buffer, value in st.items()
+            if self._kept(buffer)
+        }
+
+    def load_state_arrays(
+        self, params: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """Restore :meth:`state_arrays` of an optimizer of the same kind, for ``params``.
+
+        Raises
+        ------
+        ValueError : a buffer missing or of another shape, or a parameter ``params`` lacks.
+        """
+        state: dict[str, dict] = {}
+        for key in sorted({name.rsplit("/", 1)[0] for name in arrays}):
+            if key not in params:
+                raise ValueError(f"optimizer state for {key!r}, which is not a parameter")
+            st = self._init_state(params[key])
+            for buffer, value in st.items():
+                if not self._kept(buffer):
+                    continue
+                name = f"{key}/{buffer}"
+                if name not in arrays:
+                    raise ValueError(f"{self.name}: the saved state lacks {name!r}")
+                saved = np.asarray(arrays[name])
+                if isinstance(value, np.ndarray):
+                    if saved.shape != value.shape:
+                        raise ValueError(f"{name}: saved shape {saved.shape} != {value.shape}")
+                    value[...] = saved
+                else:  # a count (Adam's t)
+                    st[buffer] = type(value)(saved)
+            extra = {n for n in arrays if n.startswith(f"{key}/")} - {
+                f"{key}/{b}" for b in st if self._kept(b)
+            }
+            if extra:
+                raise ValueError(f"{self.name}: saved state has unknown buffers {sorted(extra)}")
+            state[key] = st
+        self.state = state
+
     def _update(self, p: np.ndarray, g: np.ndarray, st: dict) -> None:
         raise NotImplementedError
 

@@ -203,6 +203,55 @@ class RunRecorder:
         self.write_series()
         self.tracker.flush()
 
+    # ---- snapshots (bpttlab.snapshot) ----------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of everything recorded so far, for a training snapshot; see
+        :meth:`load_state_arrays`."""
+        n = self.n_steps
+        profiles = np.vstack(self.profiles) if self.profiles else np.empty((0, 0))
+        return {
+            "series": self.series[:n].copy(),
+            "param_series": self.param_series[:n].copy(),
+            "evals": np.array(self.evals, dtype=np.float64).reshape(-1, 3),
+            "profile_steps": np.array(self.profile_steps, dtype=np.int64),
+            "profiles": profiles,
+            "last_loss": np.float64(self.last_loss),
+        }
+
+    def load_state_arrays(self, arrays) -> None:
+        """Take up a run from :meth:`state_arrays` of an earlier attempt.
+
+        Everything recorded then is handed to the tracker again, as if this run had recorded it:
+        the per-step series (at the next write), and the per-parameter gradient norms that each
+        evaluation logged (``grad_norm.<param>`` at the step before it).
+        """
+        series, param_series = np.asarray(arrays["series"]), np.asarray(arrays["param_series"])
+        n = len(series)
+        if n > len(self.series) or series.shape[1:] != self.series.shape[1:]:
+            raise ValueError(
+                f"snapshot series of shape {series.shape} do not fit this run's {self.series.shape}"
+            )
+        if param_series.shape != (n, len(self.param_names)):
+            raise ValueError(
+                f"snapshot parameter norms of shape {param_series.shape}, expected "
+                f"{(n, len(self.param_names))}"
+            )
+        self.series[:n] = series
+        self.param_series[:n] = param_series
+        self.n_steps, self._written = n, 0
+        self.evals = [(int(s), float(v), float(m)) for s, v, m in np.asarray(arrays["evals"])]
+        self.profile_steps = [int(s) for s in np.asarray(arrays["profile_steps"])]
+        self.profiles = [row.copy() for row in np.asarray(arrays["profiles"])]
+        self.last_loss = float(arrays["last_loss"])
+        for step, _, _ in self.evals:
+            if step >= 1:  # what evaluate(step) logged: the norms of the step before it
+                self.tracker.log_metrics(
+                    dict(
+                        zip(self._param_metrics, self.param_series[step - 1].tolist(), strict=True)
+                    ),
+                    step=step - 1,
+                )
+
     # ---- at the end --------------------------------------------------------------------------
     def finish(
         self, steps_done: int, diverged_step: int, reason: str, train_seconds: float

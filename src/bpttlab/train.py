@@ -6,7 +6,9 @@ a flat dict of finite numbers (the run's summary). Each training step is::
 
     sample a batch → loss and gradients (BPTT) → clip → record → divergence check → update
 
-with evaluations and temporal-profile checkpoints at their cadences. What is recorded (per-step
+with evaluations and temporal-profile checkpoints at their cadences, and between two steps, every
+``tracking.snapshot_minutes``, a snapshot from which a stopped run goes on
+(:mod:`bpttlab.snapshot`). What is recorded (per-step
 series, evaluations, profiles, summary) is the business of :class:`~bpttlab.recorder.RunRecorder`.
 Divergence is an outcome: training broke (a non-finite loss, gradient or parameter, or a loss that
 blew up against its start; :class:`~bpttlab.diagnostics.DivergenceMonitor`). It stops the run
@@ -26,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from bpttlab import diagnostics as diag
+from bpttlab import snapshot
 from bpttlab.config import Config, to_config
 from bpttlab.models import build_model
 from bpttlab.optim import FlatParams, clip_gradients, make_optimizer
@@ -72,7 +75,11 @@ def _cast(dtype, *arrays):
     )
 
 
-def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> dict[str, Any]:
+def train(
+    cfg: Config | DictConfig | dict,
+    tracker: Tracker | None = None,
+    resume: snapshot.Snapshot | None = None,
+) -> dict[str, Any]:
     """Train one run; return its summary (finite numbers; a non-finite value is left out).
 
     Parameters
@@ -81,10 +88,13 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         The composed run config (validated here: bad values raise ``ValueError`` before training).
     tracker : Tracker, optional
         Where to record metrics and artifacts; a :class:`NullTracker` if omitted.
+    resume : Snapshot, optional
+        A snapshot of an earlier attempt of this config (:func:`bpttlab.snapshot.read`): training
+        goes on from it, and the run records everything, the steps before it included.
     """
     cfg = to_config(cfg)
     tracker = tracker if tracker is not None else NullTracker()
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     model, task, optimizer, data_rng = build(cfg)
     packed = FlatParams(model.params)  # model.params become views of one parameter vector
     dtype = np.dtype(cfg.dtype.value)
@@ -100,12 +110,44 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         explosion_window=cfg.explosion_window,
     )
     diverges = diag.DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window)
+    schedule = snapshot.Schedule(cfg.tracking.snapshot_minutes)
+    before_s = before_cpu = 0.0  # training time of earlier attempts, up to their snapshot
+    ids: tuple[str, str] | None = None
+
+    def take_snapshot(step: int) -> None:
+        nonlocal ids
+        if ids is None:
+            from bpttlab.config import config_hash
+            from bpttlab.tracking.lifecycle import code_version
+
+            ids = (config_hash(cfg), code_version())
+        arrays = snapshot.capture(
+            step,
+            packed,
+            optimizer,
+            data_rng,
+            rec,
+            diverges,
+            before_s + time.perf_counter() - t_start,
+            before_cpu + time.process_time() - c_start,
+            *ids,
+        )
+        tracker.log_arrays(snapshot.FILE, **arrays)
+        schedule.taken()
+
     with recorder as rec:  # on an exception or interrupt, what was recorded is still written
-        rec.profile(0)
-        rec.evaluate(0)
+        start = 0
+        if resume is None:
+            rec.profile(0)
+            rec.evaluate(0)
+        else:
+            start = snapshot.restore(resume, packed, optimizer, data_rng, rec, diverges)
+            before_s, before_cpu = resume.train_seconds, resume.train_cpu_seconds
         diverged_step, reason = -1, ""
         solved_at = -1  # the step at which cfg.stop_when_solved ended the run
-        for step in range(cfg.steps):
+        for step in range(start, cfg.steps):
+            if schedule.due():  # one clock read per step
+                take_snapshot(step)
             x, y, mask = _cast(dtype, *task.sample(data_rng, cfg.batch_size))
             with np.errstate(all="ignore"):
                 loss, model_grads, _ = model.loss_and_grads(
@@ -147,4 +189,5 @@ def train(cfg: Config | DictConfig | dict, tracker: Tracker | None = None) -> di
         else:
             rec.evaluate(steps_done)
         rec.profile(steps_done)
-        return rec.finish(steps_done, diverged_step, reason, time.perf_counter() - t_start)
+        seconds = before_s + time.perf_counter() - t_start
+        return rec.finish(steps_done, diverged_step, reason, seconds)

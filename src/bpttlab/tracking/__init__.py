@@ -288,6 +288,7 @@ class MlflowTracker:
         self._sql: _SqlMetricWriter | None | bool = False  # False: not looked up yet
         self.seconds = 0.0  # wall time spent in MLflow calls (tracking overhead)
         self.cpu_seconds = 0.0  # CPU time of this process in those calls
+        self.files: set[str] = set()  # the artifact files written by log_arrays and log_text
 
     @classmethod
     def start(
@@ -395,6 +396,7 @@ class MlflowTracker:
             local.write_bytes(data)
             subdir = str(path.parent) if str(path.parent) != "." else None
             self._timed(self.client.log_artifact, self.run_id, str(local), subdir)
+        self.files.add(artifact_file)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self._timed(self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)

@@ -6,7 +6,9 @@
 
 :func:`tracked_run` opens the run in the sweep's parent (or alone): a run whose config hash
 already FINISHED under the same parent is *skipped* (the summary comes from the store, nothing
-trains); an earlier FAILED or KILLED attempt of the same config is replaced. The run's params
+trains); an earlier FAILED or KILLED attempt of the same config is replaced, and its training is
+taken up from its latest snapshot (:mod:`bpttlab.snapshot`) when it has one of the same config and
+the same clean code version (``run.resume``; the reason is printed when it is not). The run's params
 (the whole config, passwords redacted) and tags are written before training. On the way out the
 run is closed FINISHED, FAILED (the traceback saved as ``traceback.txt``, the error as a tag, and
 the exception swallowed: one failed run never kills a sweep) or KILLED (Ctrl-C/SIGTERM, or the
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bpttlab import config as C
-from bpttlab import tracking
+from bpttlab import snapshot, tracking
 from bpttlab.tracking import processes
 from bpttlab.tracking.reader import children
 from bpttlab.tracking.uris import redact_params, redact_text
@@ -150,6 +152,7 @@ class Run:
     experiment_id: str = ""
     parent_id: str | None = None
     train_cpu: float | None = None  # CPU seconds of train(), its tracker calls included
+    resume: snapshot.Snapshot | None = None  # an earlier attempt's snapshot, to train on from
 
 
 def _earlier_attempts(client, exp_id: str, parent_id: str, chash: str) -> list[tuple[str, str]]:
@@ -188,6 +191,65 @@ def _earlier_attempts(client, exp_id: str, parent_id: str, chash: str) -> list[t
             pass
     runs = children(client, exp_id, parent_id, f"tags.config_hash = '{chash}'")
     return [(r.info.run_id, r.info.status) for r in runs]
+
+
+def _latest_snapshot(
+    client, attempts: list[tuple[str, str]], chash: str, name: str
+) -> tuple[snapshot.Snapshot, str] | None:
+    """The latest snapshot among the earlier attempts (latest first) that this run can take up,
+    and the attempt's run id; each one passed over is named, with why, in one line."""
+    version = code_version()
+    for run_id, status in attempts:
+        if status == "FINISHED":
+            continue
+        try:
+            if not any(f.path == snapshot.FILE for f in client.list_artifacts(run_id, "snapshot")):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                snap = snapshot.read(client.download_artifacts(run_id, snapshot.FILE, tmp))
+        except Exception as exc:  # unreadable, or the store could not hand it over
+            print(
+                f"  {name}: not resumed from run {run_id}: its snapshot is "
+                f"{exc if isinstance(exc, snapshot.SnapshotError) else _first_line(str(exc))}",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        why = ""
+        if snap.config_hash != chash:
+            why = f"it is of config {snap.config_hash}, this run is {chash}"
+        elif snap.code_version != version:
+            why = f"it was made by code {snap.code_version}, this is {version}"
+        elif version.endswith("-dirty"):
+            why = f"the code ({version}) has local changes, which the attempt may not have had"
+        if why:
+            print(
+                f"  {name}: not resumed from the snapshot of run {run_id} ({why}); "
+                "training from the start",
+                flush=True,
+            )
+            continue
+        return snap, run_id
+    return None
+
+
+def _drop_snapshot(client, run_id: str, uri: str) -> None:
+    """Delete the run's snapshot, if it has one (nothing will take it up: the run finished, or
+    was replaced by a new attempt that holds a copy); a failure costs one line."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        artifact_uri = client.get_run(run_id).info.artifact_uri
+        repo = get_artifact_repository(artifact_uri, tracking_uri=uri)
+        folder = str(Path(snapshot.FILE).parent)
+        if any(f.path == snapshot.FILE for f in repo.list_artifacts(folder)):
+            repo.delete_artifacts(folder)
+    except Exception as exc:
+        print(
+            f"  could not delete the snapshot of run {run_id}: {_first_line(str(exc))}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _log_hydra_dir(tracker, hydra_dir: Path) -> None:
@@ -234,6 +296,7 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
     run.client, run.experiment_id, run.parent_id = client, exp_id, parent_id
     chash = C.config_hash(cfg)
     sweep_id = ""
+    found: tuple[snapshot.Snapshot, str] | None = None  # an earlier attempt's, to train on from
     if parent_id:
         sweep_id = os.environ.get(ENV_SWEEP_ID) or client.get_run(parent_id).data.tags.get(
             "sweep_id", ""
@@ -245,8 +308,12 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
             run.summary = dict(client.get_run(finished[0]).data.metrics, skipped=1)
             yield run
             return
+        found = _latest_snapshot(client, previous, chash, run.name) if previous else None
         for stale, _ in previous:  # an earlier attempt that failed or was killed: replace it
             client.delete_run(stale)
+        stale_runs = [run_id for run_id, _ in previous]
+    else:
+        stale_runs = []
 
     tracker = tracking.MlflowTracker.start(
         uri,
@@ -267,6 +334,21 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
     status = "FAILED"
     try:
         tracker.log_params(redact_params(C.flatten(C.to_dict(cfg))))
+        if found is not None:
+            snap, source = found
+            # the snapshot moves to this run: taken up again if this attempt stops too
+            tracker.log_arrays(snapshot.FILE, **snap.arrays)
+            tracker.set_tags(
+                {"bpttlab.resumed_from_run": source, "bpttlab.resumed_at_step": str(snap.step)}
+            )
+            run.resume = snap
+            print(
+                f"resume {run.name} at step {snap.step} of {cfg.steps}, from the snapshot of "
+                f"run {source} ({snap.train_seconds / 60:.1f} min of training)",
+                flush=True,
+            )
+        for stale in stale_runs:  # a deleted run's artifacts stay on disk: its snapshot goes
+            _drop_snapshot(client, stale, uri)
         yield run
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -292,6 +374,8 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
             )
     finally:
         processes.forget(_orphaned)
+    if status == "FINISHED" and snapshot.FILE in tracker.files:
+        _drop_snapshot(client, tracker.run_id, uri)
     if status != "KILLED":
         _close(tracker, status, train_cpu=run.train_cpu)
     run.status = status
