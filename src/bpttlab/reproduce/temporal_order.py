@@ -7,7 +7,7 @@ sequences get longer (Fig. 7).
 
 Runs: ``experiments/repro_temporal_order.yaml`` (clip none/norm × length × 5 seeds). The spikes
 are read from the per-step metric ``grad_norm`` (the norm before clipping); success is the run's
-``solved`` flag (test accuracy ≥ 99%).
+``solved`` flag (test accuracy > 99%: under 1% misclassified, as the paper's criterion).
 
 Quoted text: the ICML 2013 paper, §4.1.1 "The temporal order problem" (its success criterion: "A
 run is successful if the number of misclassified sequences was under 1% out of 10000 freshly
@@ -31,14 +31,14 @@ SETUP = (
     "non-zero weights per unit (their draw: a permutation per unit, its outgoing weights outside "
     "the first 15 positions zeroed) and then rescaled to ρ = 0.95; SGD lr 0.01 without momentum, "
     "batch 20, clipping threshold 1; symbol windows [⌊L/10⌋, 2⌊L/10⌋) and [⌊L/2⌋, ⌊L/2⌋ + "
-    "⌊L/10⌋) as their generator; 5 seeds per (L, clipping) as in the paper; success = ≥ 99% "
+    "⌊L/10⌋) as their generator; 5 seeds per (L, clipping) as in the paper; success = > 99% "
     'accuracy (the paper\'s "under 1% misclassified"); a run stops at the first evaluation that '
     "solves the task, as their runs did. Fig. 7 has one point per length, so each run has one "
     "length (their code's fixed-length mode, min_length = max_length; task.max_len draws a length "
     "per batch and per test chunk as their generator does, for runs over a range of lengths). "
     "Deviations: fixed test sequences, scored every 1000 / 2000 updates (their code: 10,000 fresh "
     "ones at every check, every 2000 updates in their log), kept fixed so that every run is "
-    "scored on the same sequences; the stop at ≥ 99% (their code stops only at 0 errors of "
+    "scored on the same sequences; the stop at > 99% (their code stops only at 0 errors of "
     "10,000, stricter than the paper's success); their float32 fallback (a non-finite or > 1e10 "
     "norm replaces the step by 0.02·W_rec) is absent (such a step ends the run as diverged); no "
     "regularizer arm. Quick profile: L ∈ {20, 50} (paper: 50–200), up to 40,000 updates (their "
@@ -211,7 +211,7 @@ def figure(data: dict[str, pd.DataFrame]):
         ax.plot(t["seq_len"], t["rate"], marker=marker, label=f"clip = {clip}")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("sequence length L")
-    ax.set_ylabel("success rate (≥ 99% test accuracy)")
+    ax.set_ylabel("success rate (> 99% test accuracy)")
     n = int(tab["n"].max()) if len(tab) else 0
     ax.set_title(f"success rate over {n} seeds per point")
     ax.legend()
