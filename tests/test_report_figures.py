@@ -217,3 +217,28 @@ def test_figures_cope_with_empty_and_bad_input(frames):
         F.fig_temporal_profile(profiles, runs, where={"colour": "red"})
     with pytest.raises(ValueError, match="valid"):
         F.fig_heatmaps(runs, values=("nope",))
+
+
+def test_a_figure_with_jitter_is_the_same_bytes_at_every_render(tmp_path):
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from bpttlab.report.render import save_figure
+    from bpttlab.report.style import styled
+
+    runs = pd.DataFrame({"seq_len": [10, 10, 10, 20, 20, 20], "acc": [0.5, 0.6, 0.7, 0.8, 0.9, 1]})
+
+    @styled
+    def draw():
+        fig = Figure()
+        sns.stripplot(data=runs, x="seq_len", y="acc", ax=fig.subplots(), jitter=0.2)
+        return fig
+
+    renders = []
+    for seed in (1, 2):  # two processes: NumPy's global generator in another state
+        np.random.seed(seed)
+        before = np.random.get_state()[1].copy()
+        renders.append(save_figure(draw(), tmp_path / str(seed))[0].read_bytes())
+        assert (np.random.get_state()[1] == before).all()  # given back untouched
+    assert renders[0] == renders[1]  # seaborn's jitter draws from that generator
