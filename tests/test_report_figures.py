@@ -237,8 +237,8 @@ def test_a_figure_with_jitter_is_the_same_bytes_at_every_render(tmp_path):
 
     renders = []
     for seed in (1, 2):  # two processes: NumPy's global generator in another state
-        np.random.seed(seed)
-        before = np.random.get_state()[1].copy()
+        np.random.seed(seed)  # noqa: NPY002 (the generator seaborn draws from)
+        before = np.random.get_state()[1].copy()  # noqa: NPY002
         renders.append(save_figure(draw(), tmp_path / str(seed))[0].read_bytes())
-        assert (np.random.get_state()[1] == before).all()  # given back untouched
+        assert (np.random.get_state()[1] == before).all()  # noqa: NPY002 (given back untouched)
     assert renders[0] == renders[1]  # seaborn's jitter draws from that generator

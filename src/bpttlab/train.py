@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from bpttlab import diagnostics as diag
 from bpttlab import snapshot
-from bpttlab.config import Config, to_config
+from bpttlab.config import Config, config_hash, to_config
 from bpttlab.models import build_model
 from bpttlab.optim import FlatParams, clip_gradients, make_optimizer
 from bpttlab.recorder import RunRecorder
@@ -116,9 +116,8 @@ def train(
 
     def take_snapshot(step: int) -> None:
         nonlocal ids
-        if ids is None:
-            from bpttlab.config import config_hash
-            from bpttlab.tracking.lifecycle import code_version
+        if ids is None:  # what a later attempt checks before it takes the snapshot up
+            from bpttlab.tracking.lifecycle import code_version  # (imports pandas: only here)
 
             ids = (config_hash(cfg), code_version())
         arrays = snapshot.capture(
@@ -126,7 +125,7 @@ def train(
             packed,
             optimizer,
             data_rng,
-            rec,
+            recorder,
             diverges,
             before_s + time.perf_counter() - t_start,
             before_cpu + time.process_time() - c_start,

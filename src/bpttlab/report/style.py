@@ -25,13 +25,13 @@ def style() -> Iterator[None]:
     import numpy as np
     import seaborn as sns
 
-    state = np.random.get_state()
-    np.random.seed(0)
+    state = np.random.get_state()  # noqa: NPY002 (the legacy global generator seaborn uses)
+    np.random.seed(0)  # noqa: NPY002
     try:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
             yield
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
 
 
 def styled(draw: F) -> F:
