@@ -352,5 +352,6 @@ def test_an_unreadable_snapshot_is_named_and_the_run_trains_from_the_start(
     old = _killed_attempt(client, exp_id, parent, cfg, good[:100], tmp_path)
     run = _attempt(cfg)
     assert run.status == "FINISHED" and run.resume is None
-    err = capsys.readouterr().err
-    assert f"not resumed from run {old}: its snapshot is unreadable" in err
+    out = capsys.readouterr().out
+    assert f"not resumed from run {old}: its snapshot is unreadable" in out
+    assert "training from the start" in out

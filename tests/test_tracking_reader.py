@@ -109,3 +109,52 @@ def test_sweep_command_and_a_failing_sweep(tmp_path):
     proc = launch.run_sweep("no_such_experiment", ["seed=1"], cwd=tmp_path, merge_output=True)
     assert not proc.ok and "no_such_experiment" in proc.stdout
     assert "failed (exit" in proc.failure("sweep no_such_experiment")
+
+
+_PRINTS = (
+    "import sys, time\n"
+    "for i in range(3):\n"
+    "    print(f'line {i}', flush=True); time.sleep(0.2)\n"
+    "print('to stderr', file=sys.stderr)\n"
+    "sys.exit(3)\n"
+)
+
+
+def test_a_streamed_sweep_hands_over_each_line_as_it_is_printed():
+    seen: list[tuple[str, float]] = []
+    t0 = __import__("time").perf_counter()
+    popen = {"text": True, "stdout": launch.subprocess.PIPE, "stderr": launch.subprocess.PIPE}
+    code, out, err = launch._streamed(
+        [sys.executable, "-c", _PRINTS],
+        popen,
+        None,
+        lambda line: seen.append((line, __import__("time").perf_counter() - t0)),
+    )
+    assert code == 3 and out == "line 0\nline 1\nline 2\n" and err == "to stderr\n"
+    assert [line for line, _ in seen] == ["line 0", "line 1", "line 2"]
+    assert seen[0][1] < seen[2][1] - 0.3  # the first came while the command still ran
+
+
+def test_a_streamed_sweep_past_its_timeout_is_killed():
+    popen = {"text": True, "stdout": launch.subprocess.PIPE, "stderr": launch.subprocess.PIPE}
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    seen: list[str] = []
+    with pytest.raises(launch.subprocess.TimeoutExpired):
+        launch._streamed(sleeper, popen, 2.0, seen.append)
+    assert seen == ["started"]
+
+
+def test_a_reproduction_shows_the_lines_of_each_run_while_its_sweep_runs():
+    from bpttlab.reproduce.protocol import progress_line
+
+    shown = [
+        "sweep adding (resuming parent run 4a93b94514fd, sweep_id 8cd4): 10 runs into ...",
+        "done  rnn-relu-identity-sgd-T100-norm1-s4: test_loss=0.01121 ... [5/10] ETA 1h13m",
+        "skip  rnn-relu-identity-sgd-T100-norm1-s1: finished before [7/10]",
+        "resume rnn-relu-identity-sgd-T150-norm1-s0 at step 118222 of 400000, from ...",
+        "  rnn-tanh-xavier-T8-none-s0: not resumed from the snapshot of run abc (...)",
+        "  FAILED rnn-tanh-xavier-T8-none-s1: RuntimeError: boom",
+    ]
+    hidden = ["[2026-12-02 01:58:07,675][HYDRA] \t#9 : task.seq_len=150 seed=4", ""]
+    assert all(progress_line(line) for line in shown)
+    assert not any(progress_line(line) for line in hidden)

@@ -10,8 +10,9 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def run_sweep(
     cwd: Path | str | None = None,
     merge_output: bool = False,
     timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> SweepProcess:
     """Run the grid ``experiments/<experiment>.yaml`` and wait for it; never raises on failure.
 
@@ -72,6 +74,8 @@ def run_sweep(
         BLAS thread per worker is always set.
     cwd : working directory (Hydra writes ``multirun/`` there unless ``hydra.sweep.dir`` is set).
     merge_output : stderr into stdout (one stream, in order).
+    on_line : called with each line of the sweep's standard output (newline stripped) as the
+        sweep prints it, for progress while it runs (hours, for a full reproduction).
 
     The CPU seconds are those of the sweep and all its workers; on a shared machine they estimate
     the wall time on an idle one better than the wall time does.
@@ -84,21 +88,57 @@ def run_sweep(
         else:
             full_env[key] = value
     t0, cpu0 = time.perf_counter(), _children_cpu()
-    proc = subprocess.run(
-        cmd,
-        cwd=None if cwd is None else str(cwd),
-        env=full_env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-        timeout=timeout,
-        check=False,
-    )
-    return SweepProcess(
-        cmd,
-        proc.returncode,
-        proc.stdout or "",
-        proc.stderr or "",
-        time.perf_counter() - t0,
-        _children_cpu() - cpu0,
-    )
+    popen = {
+        "cwd": None if cwd is None else str(cwd),
+        "env": full_env,
+        "text": True,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT if merge_output else subprocess.PIPE,
+    }
+    if on_line is None:
+        proc = subprocess.run(cmd, **popen, timeout=timeout, check=False)
+        returncode, out, err = proc.returncode, proc.stdout or "", proc.stderr or ""
+    else:
+        returncode, out, err = _streamed(cmd, popen, timeout, on_line)
+    return SweepProcess(cmd, returncode, out, err, time.perf_counter() - t0, _children_cpu() - cpu0)
+
+
+#: Seconds a sweep gets to close its runs after Ctrl-C before it is killed (it needs a few).
+INTERRUPT_GRACE = 30.0
+
+
+def _streamed(cmd, popen: dict, timeout: float | None, on_line) -> tuple[int, str, str]:
+    """Run ``cmd``, handing each line of its stdout to ``on_line`` as it comes; its exit code,
+    stdout and stderr. A timeout kills it (``subprocess.TimeoutExpired``, as ``run`` raises);
+    Ctrl-C, which the sweep gets too, waits for it to close its runs (``INTERRUPT_GRACE``)."""
+    with subprocess.Popen(cmd, **popen) as proc:
+        err: list[str] = []
+        drain = None
+        if proc.stderr is not None:  # read alongside stdout, so that neither pipe fills up
+            drain = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+            drain.start()
+        expired = threading.Event()
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
+            timer.start()
+        lines: list[str] = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                on_line(line.rstrip("\n"))
+            proc.wait()
+        except KeyboardInterrupt:
+            try:
+                proc.wait(timeout=INTERRUPT_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if drain is not None:
+                drain.join(timeout=10)
+        if expired.is_set():
+            raise subprocess.TimeoutExpired(cmd, timeout, "".join(lines), "".join(err))
+        return proc.returncode, "".join(lines), "".join(err)

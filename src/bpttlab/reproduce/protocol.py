@@ -261,6 +261,15 @@ def _in_values(column: pd.Series, values: Sequence[str]) -> pd.Series:
 # ---------------------------------------------------------------------------------------------
 # running a sweep (the code path of `make sweep`)
 # ---------------------------------------------------------------------------------------------
+def progress_line(line: str) -> bool:
+    """Whether a line of a sweep's output is shown while a reproduction runs: the sweep's start
+    and end, each run's end (``done``, ``skip``, ``FAILED``), and each run taken up from a
+    snapshot or not (``resume``, ``not resumed``)."""
+    return line.startswith(("sweep", "done ", "skip ", "resume ", "  FAILED")) or (
+        "not resumed" in line
+    )
+
+
 def run_sweep(
     name: str,
     overrides: Mapping[str, Any] | Sequence[str],
@@ -286,10 +295,8 @@ def run_sweep(
         args,
         env={"MLFLOW_TRACKING_URI": tracking_uri},
         cwd=workdir or tracking.project_root(),
+        on_line=lambda line: log("  " + line) if progress_line(line) else None,
     )
-    for line in proc.stdout.splitlines():
-        if line.startswith(("sweep", "  FAILED")):
-            log("  " + line)
     if not proc.ok:
         raise RuntimeError(proc.failure(f"sweep {name}"))
     return {"sweep": proc.seconds, "sweep cpu": proc.cpu_seconds}

@@ -210,8 +210,8 @@ def _latest_snapshot(
         except Exception as exc:  # unreadable, or the store could not hand it over
             print(
                 f"  {name}: not resumed from run {run_id}: its snapshot is "
-                f"{exc if isinstance(exc, snapshot.SnapshotError) else _first_line(str(exc))}",
-                file=sys.stderr,
+                f"{exc if isinstance(exc, snapshot.SnapshotError) else _first_line(str(exc))}; "
+                "training from the start",
                 flush=True,
             )
             continue
