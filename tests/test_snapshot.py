@@ -15,6 +15,7 @@ from bpttlab import config as C
 from bpttlab import snapshot
 from bpttlab.tracking import NullTracker
 from bpttlab.train import train
+from test_early_stop import EASY
 
 BASE = (
     "tracking=none",
@@ -122,18 +123,7 @@ def test_any_stopping_step_resumes_exactly(stop_at, every_step, compose_cfg, tmp
 def test_a_run_stopped_when_solved_stops_at_the_same_step_after_a_resume(
     every_step, compose_cfg, tmp_path
 ):
-    cfg = C.to_config(
-        compose_cfg(
-            "tracking=none",
-            "model=lstm",
-            "task.seq_len=10",
-            "optim.lr=0.01",
-            "steps=600",
-            "eval_every=50",
-            "task.test_size=200",
-            "stop_when_solved=true",
-        )
-    )
+    cfg = C.to_config(compose_cfg(*EASY, "stop_when_solved=true"))  # solved before step 600
     whole, _ = _resumed_equals_uninterrupted(cfg, 120, tmp_path)
     assert whole["solved"] == 1 and whole["steps_done"] < 600, whole
 

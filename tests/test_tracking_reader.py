@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -122,13 +123,13 @@ _PRINTS = (
 
 def test_a_streamed_sweep_hands_over_each_line_as_it_is_printed():
     seen: list[tuple[str, float]] = []
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     popen = {"text": True, "stdout": launch.subprocess.PIPE, "stderr": launch.subprocess.PIPE}
     code, out, err = launch._streamed(
         [sys.executable, "-c", _PRINTS],
         popen,
         None,
-        lambda line: seen.append((line, __import__("time").perf_counter() - t0)),
+        lambda line: seen.append((line, time.perf_counter() - t0)),
     )
     assert code == 3 and out == "line 0\nline 1\nline 2\n" and err == "to stderr\n"
     assert [line for line, _ in seen] == ["line 0", "line 1", "line 2"]

@@ -176,12 +176,15 @@ class RunRecorder:
         recorded become metrics ``grad_norm.<param>`` at that step."""
         with np.errstate(all="ignore"):
             self.evals.append((step, *evaluate(self.model, self.task, self.test)))
-        last = self.n_steps - 1
-        if last >= 0:
-            self.tracker.log_metrics(
-                dict(zip(self._param_metrics, self.param_series[last].tolist(), strict=True)),
-                step=last,
-            )
+        if self.n_steps >= 1:
+            self._log_param_norms(self.n_steps - 1)
+
+    def _log_param_norms(self, step: int) -> None:
+        """The per-parameter gradient norms of ``step`` as metrics ``grad_norm.<param>``."""
+        self.tracker.log_metrics(
+            dict(zip(self._param_metrics, self.param_series[step].tolist(), strict=True)),
+            step=step,
+        )
 
     def profile(self, step: int) -> None:
         """Temporal profile ``||dL/dh_t||`` on the probe batch at ``step``."""
@@ -245,12 +248,7 @@ class RunRecorder:
         self.last_loss = float(arrays["last_loss"])
         for step, _, _ in self.evals:
             if step >= 1:  # what evaluate(step) logged: the norms of the step before it
-                self.tracker.log_metrics(
-                    dict(
-                        zip(self._param_metrics, self.param_series[step - 1].tolist(), strict=True)
-                    ),
-                    step=step - 1,
-                )
+                self._log_param_norms(step - 1)
 
     # ---- at the end --------------------------------------------------------------------------
     def finish(

@@ -297,6 +297,7 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
     chash = C.config_hash(cfg)
     sweep_id = ""
     found: tuple[snapshot.Snapshot, str] | None = None  # an earlier attempt's, to train on from
+    previous: list[tuple[str, str]] = []  # the sweep's earlier attempts of this config
     if parent_id:
         sweep_id = os.environ.get(ENV_SWEEP_ID) or client.get_run(parent_id).data.tags.get(
             "sweep_id", ""
@@ -311,9 +312,6 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
         found = _latest_snapshot(client, previous, chash, run.name) if previous else None
         for stale, _ in previous:  # an earlier attempt that failed or was killed: replace it
             client.delete_run(stale)
-        stale_runs = [run_id for run_id, _ in previous]
-    else:
-        stale_runs = []
 
     tracker = tracking.MlflowTracker.start(
         uri,
@@ -347,7 +345,7 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
                 f"run {source} ({snap.train_seconds / 60:.1f} min of training)",
                 flush=True,
             )
-        for stale in stale_runs:  # a deleted run's artifacts stay on disk: its snapshot goes
+        for stale, _ in previous:  # a deleted run's artifacts stay on disk: its snapshot goes
             _drop_snapshot(client, stale, uri)
         yield run
         status = "FINISHED"
