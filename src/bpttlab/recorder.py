@@ -272,6 +272,8 @@ class RunRecorder:
         explosions = diag.explosion_summary(
             self.grad_norms, self.explosion_factor, self.explosion_window
         )
+        norms = self.grad_norms
+        norms = norms[~np.isnan(norms)]
         summary: dict[str, Any] = {
             "final_train_loss": self.last_loss,
             "final_test_loss": test_loss,
@@ -290,6 +292,9 @@ class RunRecorder:
             "horizon_init": diag.gradient_horizon(prof_init, self.horizon_frac),
             "horizon_final": diag.gradient_horizon(prof_final, self.horizon_frac),
             **explosions,
+            # the per-step gradient norm before clipping, over every step taken (NaN left out)
+            "grad_norm_median": float(np.median(norms)) if norms.size else float("nan"),
+            "grad_norm_max": float(norms.max()) if norms.size else float("nan"),
             "diverged": int(diverged),
             "diverged_step": diverged_step,
             "solved": int(solved),

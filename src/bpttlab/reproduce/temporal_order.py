@@ -85,16 +85,37 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     )
     if runs.empty:
         return {"runs": runs, "gradnorms": pd.DataFrame(), "left_out": left}
-    hist = C.load_history(uri, runs, ["grad_norm"])
-    return {"runs": add_spikes(runs, hist), "gradnorms": hist, "left_out": left}
+    # The series is read for the figure's runs (the longest L) and for any run whose summary
+    # lacks the median or the maximum (a run recorded before they were logged, or whose
+    # largest norm was not finite); the others are judged on their logged summary.
+    shown = runs["seq_len"] == runs["seq_len"].max()
+    lacking = runs[["grad_norm_median", "grad_norm_max"]].isna().any(axis=1)
+    hist = C.load_history(uri, runs[shown | lacking], ["grad_norm"])
+    return {
+        "runs": add_spikes(runs, hist),
+        "gradnorms": hist[hist["run_id"].isin(runs.loc[shown, "run_id"])],
+        "left_out": left,
+    }
 
 
 def add_spikes(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
-    """Add ``gn_median``, ``gn_max`` and ``spike = gn_max / gn_median`` per run."""
+    """Add ``gn_median``, ``gn_max`` and ``spike = gn_max / gn_median`` per run.
+
+    From the run's summary (``grad_norm_median`` / ``grad_norm_max``, over every step) where it
+    has them, else from its per-step series in ``hist``.
+    """
     runs = runs.copy()
     g = hist[hist["metric"] == "grad_norm"].groupby("run_id")["value"]
-    runs["gn_median"] = runs["run_id"].map(g.median())
-    runs["gn_max"] = runs["run_id"].map(g.max())
+    for col, summary, stat in (
+        ("gn_median", "grad_norm_median", g.median()),
+        ("gn_max", "grad_norm_max", g.max()),
+    ):
+        from_series = runs["run_id"].map(stat)
+        runs[col] = (
+            runs[summary].where(runs[summary].notna(), from_series)
+            if summary in runs
+            else from_series
+        )
     runs["spike"] = runs["gn_max"] / runs["gn_median"]
     return runs
 

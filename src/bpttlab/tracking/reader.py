@@ -59,6 +59,8 @@ SUMMARY_METRICS = (
     "explosions",
     "first_explosion_step",
     "explosion_ratio_max",
+    "grad_norm_median",
+    "grad_norm_max",
     "solved",
     "train_seconds",
     "steps_done",
