@@ -35,3 +35,28 @@ def sqlite_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def _empty_store_file(tmp_path_factory):
+    """One empty SQLite MLflow store with its schema, made once (creating a schema takes
+    seconds; copying the file, milliseconds)."""
+    from bpttlab import tracking
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    tracking.get_client(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def new_store(tmp_path, _empty_store_file):
+    """``new_store(name)``: the URI of a fresh, empty SQLite store in ``tmp_path/name``."""
+    import shutil
+
+    def _new(name: str) -> str:
+        path = tmp_path / name / "mlflow.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_store_file, path)
+        return f"sqlite:///{path}"
+
+    return _new

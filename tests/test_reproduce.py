@@ -464,6 +464,28 @@ def test_temporal_order_spikes_from_grad_norm_history():
     assert list(out["spike"]) == [500.0, 1.0]
 
 
+def test_temporal_order_spikes_from_the_summary_where_a_run_has_it():
+    # run a logged its median and largest norm over all its steps (the series here is a
+    # shortened one, as a loaded archive keeps it); run b has no summary: its series decides
+    runs = pd.DataFrame(
+        {"run_id": ["a", "b"], "grad_norm_median": [2.0, np.nan], "grad_norm_max": [900.0, np.nan]}
+    )
+    hist = pd.DataFrame(
+        {
+            "run_id": ["a"] * 3 + ["b"] * 3,
+            "metric": "grad_norm",
+            "step": [0, 10, 20, 0, 1, 2],
+            "value": [1.0, 1.0, 5.0, 3.0, 3.0, 30.0],
+        }
+    )
+    out = temporal_order.add_spikes(runs, hist)
+    assert list(out["gn_max"]) == [900.0, 30.0]
+    assert list(out["spike"]) == [450.0, 10.0]
+    # and the verdict counts a spike from the summary: a's ratio passes, a series-only
+    # reading of its shortened series (5 / 1) would not
+    assert out.loc[0, "spike"] >= temporal_order.SPIKE > 5.0
+
+
 def test_latch_fixed_point_and_geometric_decay():
     x = latch.fixed_point(2.0)
     assert x == pytest.approx(math.tanh(2.0 * x), abs=1e-12)

@@ -58,3 +58,31 @@ def test_every_reproduction_runs_end_to_end_smoke_sized(tmp_path, sqlite_uri, pr
     assert main([*args, "--only", "gradnorm_time,cliff"]) == 0
     assert _count_runs(sqlite_uri, "bpttlab-repro-gradnorm-time") == before
     assert _count_runs(sqlite_uri, "bpttlab-repro-cliff") == before_cliff
+
+
+def _rows(md: str, name: str) -> list[str]:
+    return [line for line in md.splitlines() if line.startswith(f"| {name} |")]
+
+
+@pytest.mark.slow
+def test_a_report_renders_again_from_its_run_archive_into_an_empty_store(tmp_path, new_store):
+    """What a new machine does with a committed report: the archive is loaded into its empty
+    store and the same verdicts come out, with nothing trained."""
+    a, b = new_store("a"), new_store("b")
+    runs = tmp_path / "runs"
+    common = ["--workdir", str(tmp_path), "--archive", str(runs), "--jobs", "2"]
+    assert (
+        main([*common, "--only", "bound,cliff", "--tracking-uri", a, "--out", str(tmp_path / "a")])
+        == 0
+    )
+    assert len(list((runs / "bpttlab-repro-bound").glob("*.zip"))) == 109  # 108 runs + the sweep
+    assert len(list((runs / "bpttlab-repro-cliff").glob("*.zip"))) == 1  # the analytic run
+    assert main([*common, "--no-run", "--tracking-uri", b, "--out", str(tmp_path / "b")]) == 0
+    md_a = (tmp_path / "a" / "reproduce.md").read_text()
+    md_b = (tmp_path / "b" / "reproduce.md").read_text()
+    assert "110 finished runs loaded into it from the run archive" in md_b
+    for name in ("bound", "cliff"):
+        rows = _rows(md_a, name)
+        assert rows and all("| PASS |" in r for r in rows)
+        assert _rows(md_b, name) == rows
+    assert _count_runs(b, "bpttlab-repro-bound") == 109

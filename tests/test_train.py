@@ -116,6 +116,11 @@ def test_records_per_step_metrics_and_profiles(compose_cfg):
     assert npz["norms"].shape == (4, 12)
     assert [st for st, _ in tracker.metrics["test_loss"]] == [0, 10, 20, 30]
     assert s["steps_done"] == 30
+    # the summary's median and largest norm before clipping are those of the logged series
+    norms = [v for _, v in tracker.metrics["grad_norm"]]
+    assert s["grad_norm_median"] == np.median(norms)
+    assert s["grad_norm_max"] == max(norms)
+    assert s["grad_norm_max"] > max(clipped)  # before clipping, not after
 
 
 def test_same_seed_gives_identical_summary(compose_cfg):

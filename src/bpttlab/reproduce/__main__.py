@@ -11,6 +11,11 @@
 
 Each sweep runs through ``python -m bpttlab -m experiments=repro_<name>`` (the code path of
 ``make sweep``), so finished runs are skipped. The report reads only from MLflow.
+
+The run archive (``reports/runs/``, :mod:`bpttlab.tracking.archive`) is loaded into the store
+first, so its finished runs are not trained again and a committed report renders again on a new
+machine; at the end the runs that count are written back to it (not for ``--smoke`` or a
+``--steps-scale`` other than 1; ``--no-archive`` turns both off).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from bpttlab import tracking  # noqa: E402
 from bpttlab.report.render import render_html, render_markdown, save_figure  # noqa: E402
 from bpttlab.reproduce import protocol as C  # noqa: E402
+from bpttlab.tracking import archive  # noqa: E402
 
 #: Reproductions in report order.
 NAMES = (
@@ -101,11 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="parallel runs per sweep (joblib)")
     p.add_argument("--no-run", action="store_true", help="do not run sweeps; report what is stored")
     p.add_argument(
+        "--archive",
+        default=None,
+        help="run archive to load before and write after (default: <report directory>/runs)",
+    )
+    p.add_argument(
+        "--no-archive", action="store_true", help="neither load nor write the run archive"
+    )
+    p.add_argument(
         "--workdir",
         default=None,
         help="working directory of the sweeps (Hydra writes multirun/ there)",
     )
     return p
+
+
+def store_names(name: str) -> list[str]:
+    """The MLflow experiments a reproduction records its runs in."""
+    mod = importlib.import_module(f"bpttlab.reproduce.{name}")
+    names = [getattr(mod, "TRACKING", None), *getattr(mod, "TRACKINGS", {}).values()]
+    return [n for n in names if n]
 
 
 def _judge(mod, uri: str, scale: C.Scale) -> tuple[object, list[C.Verdict]]:
@@ -206,6 +227,14 @@ def reproduce_one(
     return section
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(tracking.project_root()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -220,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir) if args.workdir else None
     tracking.get_client(uri)  # create the store's schema once, before any parallel worker
     t_start = time.perf_counter()
+    runs_dir = Path(args.archive) if args.archive else out / "runs"
+    loaded = None
+    if not args.no_archive:
+        loaded = archive.load(uri, runs_dir, log=print)
     sections = []
     for name in available():
         do_run = not args.no_run and name in chosen
@@ -233,9 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k.endswith("sweep cpu"))
     ran = ", ".join(chosen) if not args.no_run else "nothing"
+    from_archive = (
+        f" ({loaded.written} finished runs loaded into it from the run archive "
+        f"`{_shown(runs_dir)}`, {loaded.present} already there)"
+        if loaded is not None and (loaded.written or loaded.present)
+        else ""
+    )
     header = (
         f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
-        f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`; profile asked for: "
+        f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`{from_archive}; "
+        "profile asked for: "
         f"{scale.label} (`quick` is the default; `full` runs budgets as close to the papers as "
         f"one machine allows); verdicts from: {C.profiles_used(sections)} (a reproduction "
         "none of whose claims can be judged on stored runs of the profile asked for is "
@@ -260,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "reproduce.md").write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / "reproduce.html").write_text(render_html(blocks, C.TITLE), encoding="utf-8")
     print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.html'} in {total:.0f} s")
+    if not args.no_archive and not scale.smoke and scale.steps_scale == 1.0:
+        names = [n for name in available() for n in store_names(name)]
+        archive.save(uri, runs_dir, names, keep=lambda p: not C.is_smoke(p), log=print)
     errors = [s.name for s in sections if s.notes.startswith("**Error**")]
     if errors:
         print(f"errors in: {', '.join(errors)}", file=sys.stderr)

@@ -95,6 +95,11 @@ SMOKE_FIELDS = {
 }
 
 
+def is_smoke(params: Mapping[str, Any]) -> bool:
+    """True if a run's params (as logged: strings) carry every :data:`SMOKE_FIELDS` value."""
+    return all(str(params.get(k)) == str(v) for k, v in SMOKE_FIELDS.items())
+
+
 def experiment_file(name: str) -> Path:
     """``experiments/<name>.yaml`` in the project."""
     return tracking.project_root() / "experiments" / f"{name}.yaml"

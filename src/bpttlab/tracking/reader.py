@@ -197,6 +197,8 @@ _METRIC_COLS = ["run_id", "metric", "step", "value", "is_nan", "timestamp"]
 
 
 def _key_clause(keys: Sequence[str], negate: bool) -> str:
+    if negate and not keys:  # no key left out: every row (NOT IN (NULL) would match none)
+        return ""
     marks = ",".join("?" * len(keys)) or "NULL"
     return f"AND key {'NOT IN' if negate else 'IN'} ({marks})"
 
