@@ -78,6 +78,9 @@ def test_smoke_sweep_records_every_run_once_under_one_parent(sqlite_uri, tmp_pat
             "code_version",
         ):
             assert run.data.tags[tag], tag
+        # where the numbers came from: the CPU and the BLAS kernels, one thread per worker
+        assert run.data.tags["bpttlab.machine"].endswith(", 1 thread(s)")
+        assert "numpy " in run.data.tags["bpttlab.machine"]
         assert run.data.params["task.seq_len"] == "8"
         assert run.data.params["steps"] == str(SMOKE_STEPS)
         for metric in ("loss", "grad_norm", "grad_norm_clipped", "sigma_max_hh"):

@@ -18,6 +18,7 @@ sweep's driver died; the interrupt goes on), and Hydra's ``.hydra/`` folder is l
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -29,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bpttlab import config as C
 from bpttlab import snapshot, tracking
@@ -73,6 +76,40 @@ def code_version() -> str:
         return __version__
 
 
+@functools.cache
+def machine() -> str:
+    """The CPU and the BLAS kernels a run's numbers came from.
+
+    One seed gives the same run bit for bit on one machine; on another CPU, OpenBLAS may pick
+    other kernels (``architecture``), whose rounding differs, and a long training run's
+    trajectory drifts apart from there. So every run records where it ran.
+    """
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    blas = "BLAS unknown"
+    try:
+        from threadpoolctl import threadpool_info
+
+        info = next((i for i in threadpool_info() if i.get("user_api") == "blas"), None)
+        if info:
+            blas = (
+                f"{info.get('internal_api')} {info.get('version')} "
+                f"{info.get('architecture') or ''}".strip()
+                + f", {info.get('num_threads')} thread(s)"
+            )
+    except Exception:  # threadpoolctl missing or failing: the CPU alone
+        pass
+    return f"{cpu}; numpy {np.__version__}; {blas}"
+
+
 def run_tags(cfg: C.Config, sweep_id: str = "") -> dict[str, str]:
     """The tags every run carries (the axes of the study, for filtering in the MLflow UI)."""
     return {
@@ -89,6 +126,7 @@ def run_tags(cfg: C.Config, sweep_id: str = "") -> dict[str, str]:
         "config_hash": C.config_hash(cfg),
         "code_version": code_version(),
         "experiment_file": cfg.study,
+        "bpttlab.machine": machine(),
     }
 
 
