@@ -153,15 +153,18 @@ def write_run(
     tmp.replace(path)
 
 
-def read_run(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
-    """``(info, metrics, artifacts)`` of one run's file; :class:`ArchiveError` if unreadable."""
+def read_run(
+    path: Path, whole: bool = True
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bytes]]:
+    """``(info, metrics, artifacts)`` of one run's file (``whole=False``: ``run.json`` only,
+    the others empty); :class:`ArchiveError` if unreadable."""
     try:
         with zipfile.ZipFile(path) as zf:
             info = json.loads(zf.read("run.json"))
             if info.get("format") != FORMAT:
                 raise ArchiveError(f"{path}: format {info.get('format')!r}, expected {FORMAT}")
             metrics, artifacts = {}, {}
-            for name in zf.namelist():
+            for name in zf.namelist() if whole else ():
                 if name.startswith("metrics/") and name.endswith(".npy"):
                     arr = np.lib.format.read_array(io.BytesIO(zf.read(name)), allow_pickle=False)
                     metrics[name[len("metrics/") : -len(".npy")]] = arr
@@ -410,14 +413,14 @@ def load(tracking_uri: str, directory: Path, log: Callable[[str], None] | None =
     read: list[tuple[Path, tuple]] = []
     for path in files:
         try:
-            read.append((path, read_run(path)))
+            read.append((path, read_run(path, whole=False)))
         except ArchiveError as exc:
             counts.problems.append(str(exc))
     # sweeps' parents first, so that their children can be attached to them
     read.sort(key=lambda item: item[1][0]["tags"].get(reader.ROLE_TAG) != "sweep")
     known: dict[str, tuple[set[str], dict[str, str]]] = {}  # experiment -> (ids, sweep key -> id)
     parent_of: dict[str, str] = {}  # archived parent run id -> its run id in this store
-    for path, (info, metrics, artifacts) in read:
+    for path, (info, _, _) in read:
         name = info["experiment"]
         exp_id = tracking.get_or_create_experiment(client, name, tracking_uri)
         if name not in known:
@@ -445,6 +448,7 @@ def load(tracking_uri: str, directory: Path, log: Callable[[str], None] | None =
         if int(info.get("step_every", 1)) > 1:
             tags[TAG_STEP_EVERY] = str(info["step_every"])
         try:
+            _, metrics, artifacts = read_run(path)
             rid = _create(client, exp_id, info, metrics, artifacts, tags)
         except Exception as exc:  # one run that cannot be created never stops the others
             counts.problems.append(f"{path}: {type(exc).__name__}: {exc}")
