@@ -408,6 +408,8 @@ def load(tracking_uri: str, directory: Path, log: Callable[[str], None] | None =
     counts = Counts()
     files = sorted(Path(directory).glob("*/*.zip")) if Path(directory).is_dir() else []
     if not files:
+        if log is not None:
+            log(f"archive: no runs in {directory} yet")
         return counts
     client = tracking.get_client(tracking_uri)
     read: list[tuple[Path, tuple]] = []
