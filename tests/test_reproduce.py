@@ -775,3 +775,23 @@ def test_only_the_rows_of_a_partly_run_profile_say_how_much_of_it_ran(
     monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", mod)
     section = _reproduce_fake(C.Scale("full"), tmp_path)
     assert [v.scale for v in section.verdicts] == scales
+
+
+def test_temporal_order_figure_says_when_a_series_was_reduced_by_the_archive():
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "clip": ["none", "norm"],
+            "seq_len": [50, 50],
+            "seed": [0, 0],
+            "solved": [0, 1],
+            "steps_done": [100, 5],
+        }
+    )
+    steps = list(range(0, 100, 10)) + list(range(5))  # a: every 10th step kept; b: all of them
+    hist = pd.DataFrame(
+        {"run_id": ["a"] * 10 + ["b"] * 5, "metric": "grad_norm", "step": steps, "value": 1.0}
+    )
+    fig = temporal_order.figure({"runs": runs, "gradnorms": hist})
+    labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes[:2]]
+    assert labels == [["seed 0 (every 10th step)"], ["seed 0", "threshold 1"]]

@@ -217,7 +217,11 @@ def figure(data: dict[str, pd.DataFrame]):
         sub = runs[(runs["clip"] == clip) & (runs["seq_len"] == hi)].sort_values("seed")
         for _, r in sub.iterrows():
             h = hist[(hist["run_id"] == r["run_id"])].sort_values("step")
-            ax.semilogy(h["step"], h["value"], lw=0.5, alpha=0.8, label=f"seed {r['seed']}")
+            label = f"seed {r['seed']}"
+            done = r.get("steps_done", float("nan"))
+            if len(h) and done == done and len(h) < done:  # a run loaded from the run archive
+                label += f" (every {round(done / len(h))}th step)"
+            ax.semilogy(h["step"], h["value"], lw=0.5, alpha=0.8, label=label)
         if clip == "norm":
             ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold 1")
         ax.set_xlabel("training step")
