@@ -786,6 +786,7 @@ def test_temporal_order_figure_says_when_a_series_was_reduced_by_the_archive():
             "seed": [0, 0],
             "solved": [0, 1],
             "steps_done": [100, 5],
+            "gn_max": [412.0, 3.0],
         }
     )
     steps = list(range(0, 100, 10)) + list(range(5))  # a: every 10th step kept; b: all of them
@@ -794,4 +795,4 @@ def test_temporal_order_figure_says_when_a_series_was_reduced_by_the_archive():
     )
     fig = temporal_order.figure({"runs": runs, "gradnorms": hist})
     labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes[:2]]
-    assert labels == [["seed 0 (every 10th step)"], ["seed 0", "threshold 1"]]
+    assert labels == [["seed 0 (every 10th step; largest 412)"], ["seed 0", "threshold 1"]]

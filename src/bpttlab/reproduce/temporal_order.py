@@ -220,7 +220,9 @@ def figure(data: dict[str, pd.DataFrame]):
             label = f"seed {r['seed']}"
             done = r.get("steps_done", float("nan"))
             if len(h) and done == done and len(h) < done:  # a run loaded from the run archive
-                label += f" (every {round(done / len(h))}th step)"
+                # its rare spikes fall between the kept steps: the legend gives the true largest
+                biggest = r.get("gn_max", float("nan"))
+                label += f" (every {round(done / len(h))}th step; largest {biggest:.3g})"
             ax.semilogy(h["step"], h["value"], lw=0.5, alpha=0.8, label=label)
         if clip == "norm":
             ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold 1")
