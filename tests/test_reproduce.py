@@ -785,14 +785,21 @@ def test_temporal_order_figure_says_when_a_series_was_reduced_by_the_archive():
             "seq_len": [50, 50],
             "seed": [0, 0],
             "solved": [0, 1],
-            "steps_done": [100, 5],
+            "steps_done": [40_000, 5],
             "gn_max": [412.0, 3.0],
         }
     )
-    steps = list(range(0, 100, 10)) + list(range(5))  # a: every 10th step kept; b: all of them
+    # a: 40,000 steps kept by the archive at every 20th step and the last; b: all 5 of them
+    kept = [*range(0, 40_000, 20), 39_999]
+    steps = kept + list(range(5))
     hist = pd.DataFrame(
-        {"run_id": ["a"] * 10 + ["b"] * 5, "metric": "grad_norm", "step": steps, "value": 1.0}
+        {
+            "run_id": ["a"] * len(kept) + ["b"] * 5,
+            "metric": "grad_norm",
+            "step": steps,
+            "value": 1.0,
+        }
     )
     fig = temporal_order.figure({"runs": runs, "gradnorms": hist})
     labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes[:2]]
-    assert labels == [["seed 0 (every 10th step; largest 412)"], ["seed 0", "threshold 1"]]
+    assert labels == [["seed 0 (every 20th step; largest 412)"], ["seed 0", "threshold 1"]]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from bpttlab.report.style import styled
 from bpttlab.reproduce import protocol as C
+from bpttlab.tracking import archive
 
 NAME = "temporal_order"
 TITLE = "5. Clipping on the temporal-order task (Pascanu et al. 2013, Fig. 7)"
@@ -219,10 +220,10 @@ def figure(data: dict[str, pd.DataFrame]):
             h = hist[(hist["run_id"] == r["run_id"])].sort_values("step")
             label = f"seed {r['seed']}"
             done = r.get("steps_done", float("nan"))
-            if len(h) and done == done and len(h) < done:  # a run loaded from the run archive
+            if len(h) and pd.notna(done) and len(h) < done:  # a run loaded from the run archive
                 # its rare spikes fall between the kept steps: the legend gives the true largest
-                biggest = r.get("gn_max", float("nan"))
-                label += f" (every {round(done / len(h))}th step; largest {biggest:.3g})"
+                every = archive.step_every(int(done))
+                label += f" (every {every}th step; largest {r.get('gn_max', float('nan')):.3g})"
             ax.semilogy(h["step"], h["value"], lw=0.5, alpha=0.8, label=label)
         if clip == "norm":
             ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold 1")

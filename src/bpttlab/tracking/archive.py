@@ -195,31 +195,8 @@ def file_name(info: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 def _points_of(client, uri: str, runs: Sequence) -> dict[str, dict[str, np.ndarray]]:
     """run id -> metric key -> points ``(step, timestamp, value)``, every point as stored."""
-    ids = [r.info.run_id for r in runs]
-    out: dict[str, dict[str, np.ndarray]] = {rid: {} for rid in ids}
-    frame = None
-    if (
-        reader.sqlite_path(uri) is not None
-        or uri.split(":")[0].split("+")[0] in reader._SQL_SCHEMES
-    ):
-        try:
-            frame = reader._metric_rows_sql(uri, ids, (), negate=True)
-        except Exception:  # a schema we cannot read directly: the client API
-            frame = None
-    if frame is None:
-        rows = [
-            (r.info.run_id, key, m.step, m.value, False, m.timestamp)
-            for r in runs
-            for key in r.data.metrics
-            for m in client.get_metric_history(r.info.run_id, key)
-        ]
-        import pandas as pd
-
-        frame = pd.DataFrame(rows, columns=reader._METRIC_COLS)
-    if frame.empty:
-        return out
-    values = reader._fix_values(frame["value"].to_numpy(), frame["is_nan"].to_numpy())
-    frame = frame.assign(value=values)
+    out: dict[str, dict[str, np.ndarray]] = {r.info.run_id: {} for r in runs}
+    frame = reader.stored_points(client, uri, reader.runs_table(runs), skip=())
     for (rid, key), g in frame.groupby(["run_id", "metric"], sort=False):
         points = np.empty(len(g), dtype=_POINT)
         points["step"] = g["step"].to_numpy(np.int64)

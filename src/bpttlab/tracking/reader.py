@@ -268,28 +268,23 @@ def _empty_points() -> pd.DataFrame:
     )
 
 
-def metric_points(
+def stored_points(
     client,
     tracking_uri: str,
     runs: pd.DataFrame,
     metrics: Sequence[str] | None = None,
     skip: Iterable[str] = SUMMARY_METRICS,
 ) -> pd.DataFrame:
-    """Logged metric points of ``runs`` as ``(run_id, metric, step, value)``.
+    """Every stored metric point of ``runs``, as stored: ``(run_id, metric, step, value,
+    timestamp)``, unsorted, a point logged twice kept twice (the run archive copies them so).
 
-    Parameters
-    ----------
-    runs : rows of :func:`runs_table` (``run_id``; ``metric_keys`` for a tracking server).
-    metrics : the series to read; default every metric except those in ``skip``.
-    skip : series left out when ``metrics`` is None (default: the one-value summaries).
-
+    ``runs``, ``metrics`` and ``skip`` as in :func:`metric_points` (``skip=()``: every key).
     A database-backed store is read with one SQL query per 500 runs; any other store (an MLflow
     server) with ``get_metric_history`` calls in a thread pool. Values come back as floats (NaN
-    and +-inf restored). A point logged twice for the same ``(run, metric, step)`` keeps its latest
-    value. Rows are ordered by run, metric and step.
+    and +-inf restored).
     """
     if runs.empty:
-        return _empty_points()
+        return pd.DataFrame(columns=[*_POINT_COLUMNS, "timestamp"])
     keys, negate = (tuple(skip), True) if metrics is None else (tuple(metrics), False)
     scheme = urlparse(tracking_uri).scheme.split("+")[0]
     frame = None
@@ -306,11 +301,35 @@ def metric_points(
         wanted = (lambda k: k not in keys) if negate else (lambda k: k in keys)
         frame = _metric_rows_client(client, [(r, k) for r, ks in pairs for k in ks if wanted(k)])
     if frame.empty:
-        return _empty_points()
+        return pd.DataFrame(columns=[*_POINT_COLUMNS, "timestamp"])
     frame["value"] = _fix_values(
         frame["value"].to_numpy(), frame["is_nan"].to_numpy() if "is_nan" in frame else None
     )
     frame["step"] = frame["step"].astype(np.int64)
+    return frame[[*_POINT_COLUMNS, "timestamp"]]
+
+
+def metric_points(
+    client,
+    tracking_uri: str,
+    runs: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    skip: Iterable[str] = SUMMARY_METRICS,
+) -> pd.DataFrame:
+    """Logged metric points of ``runs`` as ``(run_id, metric, step, value)``.
+
+    Parameters
+    ----------
+    runs : rows of :func:`runs_table` (``run_id``; ``metric_keys`` for a tracking server).
+    metrics : the series to read; default every metric except those in ``skip``.
+    skip : series left out when ``metrics`` is None (default: the one-value summaries).
+
+    Read through :func:`stored_points`. A point logged twice for the same
+    ``(run, metric, step)`` keeps its latest value. Rows are ordered by run, metric and step.
+    """
+    frame = stored_points(client, tracking_uri, runs, metrics, skip)
+    if frame.empty:
+        return _empty_points()
     frame = frame.sort_values(["run_id", "metric", "step", "timestamp"], kind="stable")
     frame = frame.drop_duplicates(["run_id", "metric", "step"], keep="last")
     return frame[_POINT_COLUMNS].reset_index(drop=True)
