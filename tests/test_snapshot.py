@@ -38,10 +38,12 @@ class Stopping(NullTracker):
         super().__init__()
         self.stop_at = stop_at
         self.snapshots: list[dict[str, np.ndarray]] = []
+        self.names: list[str] = []  # the artifact each snapshot was written to
 
     def log_arrays(self, artifact_file, **arrays):
         super().log_arrays(artifact_file, **arrays)
-        if artifact_file == snapshot.FILE:
+        if artifact_file in snapshot.FILES:
+            self.names.append(artifact_file)
             self.snapshots.append({k: np.array(v) for k, v in arrays.items()})
             if len(self.snapshots) == self.stop_at:
                 raise KeyboardInterrupt
@@ -67,7 +69,7 @@ def _record(tracker: NullTracker) -> dict:
     arrays = {
         f"{name}:{key}": value
         for name, art in tracker.artifacts.items()
-        if name != snapshot.FILE and isinstance(art, dict)
+        if name not in snapshot.FILES and isinstance(art, dict)
         for key, value in art.items()
     }
     return {"metrics": metrics, "arrays": arrays}
@@ -206,9 +208,11 @@ def test_snapshot_minutes_must_be_a_number_of_minutes(compose_cfg):
 LIFE = ("task.seq_len=6", "model.hidden_size=4", "steps=12", "eval_every=4", "profile_every=6")
 
 
-def _killed_attempt(client, exp_id, parent_id, cfg, data: bytes | None, tmp_path) -> str:
+def _killed_attempt(
+    client, exp_id, parent_id, cfg, data: bytes | dict[str, bytes] | None, tmp_path
+) -> str:
     """A KILLED earlier attempt of ``cfg`` in the sweep ``parent_id``, with ``data`` as its
-    snapshot file."""
+    snapshot file (or ``{file name: bytes}`` for each of its snapshot files)."""
     from bpttlab.tracking import lifecycle as L
 
     run = client.create_run(
@@ -219,10 +223,11 @@ def _killed_attempt(client, exp_id, parent_id, cfg, data: bytes | None, tmp_path
             "config_hash": C.config_hash(cfg),
         },
     )
-    if data is not None:
-        local = tmp_path / "upload" / "state.npz"
-        local.parent.mkdir(exist_ok=True)
-        local.write_bytes(data)
+    files = {"state.npz": data} if isinstance(data, bytes) else (data or {})
+    for file_name, content in files.items():
+        local = tmp_path / "upload" / file_name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(content)
         client.log_artifact(run.info.run_id, str(local), "snapshot")
     client.set_terminated(run.info.run_id, "KILLED")
     assert L._earlier_attempts(client, exp_id, parent_id, C.config_hash(cfg))
@@ -295,6 +300,39 @@ def test_a_sweep_job_takes_up_its_killed_attempts_snapshot(
     assert client.list_artifacts(run.summary["run_id"], "snapshot") == []  # finished: dropped
     whole = train(cfg, NullTracker())
     assert run.summary["final_test_loss"] == whole["final_test_loss"]
+
+
+def test_snapshots_go_to_the_two_files_in_turn(every_step, compose_cfg):
+    tracker = Stopping(5)
+    with pytest.raises(KeyboardInterrupt):
+        train(C.to_config(compose_cfg(*BASE)), tracker)
+    second, first = snapshot.FILES[1], snapshot.FILES[0]
+    assert tracker.names == [second, first, second, first, second]
+    assert [int(a["meta.step"]) for a in tracker.snapshots] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("cut_short", [True, False])
+def test_of_two_snapshot_files_the_latest_readable_one_is_taken_up(
+    cut_short, sweep_parent, every_step, compose_cfg, tmp_path, capsys
+):
+    """A hard kill during a write leaves that file cut short: the other one is taken up; of two
+    readable ones, the later step, whichever file holds it."""
+    client, exp_id, parent = sweep_parent
+    cfg = C.to_config(compose_cfg(*LIFE))
+    at_5 = _snapshot_bytes(cfg, 6, "0.test+abc")  # the 6th snapshot: before step 6 (step 5 done)
+    at_7 = _snapshot_bytes(cfg, 8, "0.test+abc")
+    if cut_short:  # the later write, to the second file, was cut short
+        files, step = {"state.npz": at_5, "state-1.npz": at_7[: len(at_7) // 2]}, 5
+    else:  # the later step is in the first file
+        files, step = {"state.npz": at_7, "state-1.npz": at_5}, 7
+    old = _killed_attempt(client, exp_id, parent, cfg, files, tmp_path)
+    run = _attempt(cfg)
+    assert run.status == "FINISHED" and run.resume is not None and run.resume.step == step
+    out = capsys.readouterr().out
+    assert f"resume {run.name} at step {step} of 12, from the snapshot of run {old}" in out
+    said = f"run {old}'s snapshot/state-1.npz is unreadable"
+    assert (said in out and "its other snapshot is used" in out) == cut_short
+    assert run.summary["final_test_loss"] == train(cfg, NullTracker())["final_test_loss"]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 Every ``tracking.snapshot_minutes`` of training (5 by default; 0: never), between two steps,
 ``train()`` saves everything its next step depends on as the run's artifact
-``snapshot/state.npz``:
+``snapshot/state.npz`` or ``snapshot/state-1.npz``, the two in turn (:data:`FILES`):
 
 - the parameters and the optimizer's state (its scratch buffers left out);
 - the training data's random generator;
@@ -20,6 +20,11 @@ taken differs: ``train_seconds`` adds the earlier attempt's time up to its snaps
 between the snapshot and the stop are trained again, and not counted twice).
 
 A run shorter than the interval never writes a snapshot. A finished run's snapshot is deleted.
+
+Why two files: a store writes an artifact in place (MLflow's local store copies the file), so a
+hard kill (SIGKILL, power) during a write leaves that file cut short. The other file still holds
+the snapshot before it, at most two intervals back; the readable one with the latest step is
+taken up (:func:`latest`).
 """
 
 from __future__ import annotations
@@ -34,10 +39,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FILE", "FORMAT", "Snapshot", "SnapshotError", "Schedule", "capture", "read", "restore"]
+__all__ = [
+    "FILE",
+    "FILES",
+    "FORMAT",
+    "Snapshot",
+    "SnapshotError",
+    "Schedule",
+    "capture",
+    "latest",
+    "read",
+    "restore",
+]
 
-#: The run's artifact that holds its latest snapshot.
-FILE = "snapshot/state.npz"
+#: The run's two snapshot artifacts, written in turn so that a write cut short leaves the other.
+FILES = ("snapshot/state.npz", "snapshot/state-1.npz")
+#: The first of them (a snapshot taken up by a new attempt is copied here).
+FILE = FILES[0]
 #: The layout of the arrays in a snapshot; a snapshot of another layout is not taken up.
 FORMAT = 1
 
@@ -146,6 +164,25 @@ def read(path: str | Path) -> Snapshot:
         raise SnapshotError(f"it lacks {exc}") from None
 
 
+def latest(paths: Mapping[str, str | Path]) -> tuple[Snapshot, str, list[str]]:
+    """Of a run's snapshot files (artifact name -> local path), the readable one with the latest
+    step: ``(snapshot, its name, lines naming each unreadable one)``; :class:`SnapshotError` if
+    none can be read (the first one's reason)."""
+    found: list[tuple[Snapshot, str]] = []
+    bad: list[str] = []
+    first: SnapshotError | None = None
+    for name, path in paths.items():
+        try:
+            found.append((read(path), name))
+        except SnapshotError as exc:
+            first = first or exc
+            bad.append(f"{name} is {exc}")
+    if not found:
+        raise first or SnapshotError("missing")
+    snap, name = max(found, key=lambda f: f[0].step)
+    return snap, name, bad
+
+
 class Schedule:
     """When the next snapshot is due: ``minutes`` of wall time after the last one (or the start).
 
@@ -156,6 +193,7 @@ class Schedule:
         self.every = minutes * 60.0
         self.clock = clock
         self.last = clock()
+        self.written = 0  # snapshots written by this attempt (which of FILES is next)
 
     def due(self) -> bool:
         return self.every > 0 and self.clock() - self.last >= self.every

@@ -131,7 +131,10 @@ def train(
             before_cpu + time.process_time() - c_start,
             *ids,
         )
-        tracker.log_arrays(snapshot.FILE, **arrays)
+        # the two files in turn, the first write to the second: a write cut short leaves the
+        # other, and a resumed run's first file holds the snapshot it was taken up from
+        schedule.written += 1
+        tracker.log_arrays(snapshot.FILES[schedule.written % 2], **arrays)
         schedule.taken()
 
     with recorder as rec:  # on an exception or interrupt, what was recorded is still written

@@ -241,10 +241,15 @@ def _latest_snapshot(
         if status == "FINISHED":
             continue
         try:
-            if not any(f.path == snapshot.FILE for f in client.list_artifacts(run_id, "snapshot")):
+            listed = {f.path for f in client.list_artifacts(run_id, "snapshot")}
+            names = [f for f in snapshot.FILES if f in listed]
+            if not names:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                snap = snapshot.read(client.download_artifacts(run_id, snapshot.FILE, tmp))
+                paths = {f: client.download_artifacts(run_id, f, tmp) for f in names}
+                snap, _, bad = snapshot.latest(paths)
+            for line in bad:  # a write cut short: the other file holds the snapshot before it
+                print(f"  {name}: run {run_id}'s {line}; its other snapshot is used", flush=True)
         except Exception as exc:  # unreadable, or the store could not hand it over
             print(
                 f"  {name}: not resumed from run {run_id}: its snapshot is "
@@ -280,7 +285,7 @@ def _drop_snapshot(client, run_id: str, uri: str) -> None:
         artifact_uri = client.get_run(run_id).info.artifact_uri
         repo = get_artifact_repository(artifact_uri, tracking_uri=uri)
         folder = str(Path(snapshot.FILE).parent)
-        if any(f.path == snapshot.FILE for f in repo.list_artifacts(folder)):
+        if any(f.path in snapshot.FILES for f in repo.list_artifacts(folder)):
             repo.delete_artifacts(folder)
     except Exception as exc:
         print(
@@ -410,7 +415,7 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
             )
     finally:
         processes.forget(_orphaned)
-    if status == "FINISHED" and snapshot.FILE in tracker.files:
+    if status == "FINISHED" and any(f in tracker.files for f in snapshot.FILES):
         _drop_snapshot(client, tracker.run_id, uri)
     if status != "KILLED":
         _close(tracker, status, train_cpu=run.train_cpu)
