@@ -164,23 +164,22 @@ def read(path: str | Path) -> Snapshot:
         raise SnapshotError(f"it lacks {exc}") from None
 
 
-def latest(paths: Mapping[str, str | Path]) -> tuple[Snapshot, str, list[str]]:
+def latest(paths: Mapping[str, str | Path]) -> tuple[Snapshot, list[str]]:
     """Of a run's snapshot files (artifact name -> local path), the readable one with the latest
-    step: ``(snapshot, its name, lines naming each unreadable one)``; :class:`SnapshotError` if
-    none can be read (the first one's reason)."""
-    found: list[tuple[Snapshot, str]] = []
+    step: ``(snapshot, lines naming each unreadable one)``; :class:`SnapshotError` if none can
+    be read (the first one's reason)."""
+    found: list[Snapshot] = []
     bad: list[str] = []
     first: SnapshotError | None = None
     for name, path in paths.items():
         try:
-            found.append((read(path), name))
+            found.append(read(path))
         except SnapshotError as exc:
             first = first or exc
             bad.append(f"{name} is {exc}")
     if not found:
         raise first or SnapshotError("missing")
-    snap, name = max(found, key=lambda f: f[0].step)
-    return snap, name, bad
+    return max(found, key=lambda snap: snap.step), bad
 
 
 class Schedule:

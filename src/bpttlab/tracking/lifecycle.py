@@ -247,7 +247,7 @@ def _latest_snapshot(
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 paths = {f: client.download_artifacts(run_id, f, tmp) for f in names}
-                snap, _, bad = snapshot.latest(paths)
+                snap, bad = snapshot.latest(paths)
             for line in bad:  # a write cut short: the other file holds the snapshot before it
                 print(f"  {name}: run {run_id}'s {line}; its other snapshot is used", flush=True)
         except Exception as exc:  # unreadable, or the store could not hand it over

@@ -77,6 +77,7 @@ _DBL_MAX = np.finfo(np.float64).max
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _BASE_COLUMNS = ["run_id", "run_name", "status", "start_time", "end_time", "artifact_uri"]
 _POINT_COLUMNS = ["run_id", "metric", "step", "value"]
+_STORED_COLUMNS = [*_POINT_COLUMNS, "timestamp"]  # a point as stored (:func:`stored_points`)
 _PROFILE_COLUMNS = ["run_id", "train_step", "phase", "t", "lag", "norm", "source"]
 
 
@@ -284,7 +285,7 @@ def stored_points(
     and +-inf restored).
     """
     if runs.empty:
-        return pd.DataFrame(columns=[*_POINT_COLUMNS, "timestamp"])
+        return pd.DataFrame(columns=_STORED_COLUMNS)
     keys, negate = (tuple(skip), True) if metrics is None else (tuple(metrics), False)
     scheme = urlparse(tracking_uri).scheme.split("+")[0]
     frame = None
@@ -301,12 +302,12 @@ def stored_points(
         wanted = (lambda k: k not in keys) if negate else (lambda k: k in keys)
         frame = _metric_rows_client(client, [(r, k) for r, ks in pairs for k in ks if wanted(k)])
     if frame.empty:
-        return pd.DataFrame(columns=[*_POINT_COLUMNS, "timestamp"])
+        return pd.DataFrame(columns=_STORED_COLUMNS)
     frame["value"] = _fix_values(
         frame["value"].to_numpy(), frame["is_nan"].to_numpy() if "is_nan" in frame else None
     )
     frame["step"] = frame["step"].astype(np.int64)
-    return frame[[*_POINT_COLUMNS, "timestamp"]]
+    return frame[_STORED_COLUMNS]
 
 
 def metric_points(
