@@ -357,6 +357,88 @@ def test_a_snapshot_of_other_code_or_config_is_passed_over_with_why(
     assert "bpttlab.resumed_at_step" not in client.get_run(run.summary["run_id"]).data.tags
 
 
+@pytest.fixture
+def history(tmp_path, monkeypatch):
+    """A repository of four commits, as the project's root: ``0.test+<sha>`` of each by name.
+
+    ``base``; ``docs`` changes only reports/, the README and tests/; ``code`` changes src/;
+    ``conf`` adds a file under conf/."""
+    import subprocess
+
+    from bpttlab.tracking import lifecycle as L
+
+    root = tmp_path / "repo"
+
+    def commit(name: str, files: dict[str, str]) -> None:
+        for path, text in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+        run = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*run, "add", "."], check=True, capture_output=True)
+        subprocess.run([*run, "commit", "-qm", name], check=True, capture_output=True)
+        sha = subprocess.run(
+            [*run, "rev-parse", "--short=10", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        versions[name] = f"0.test+{sha}"
+
+    versions: dict[str, str] = {}
+    root.mkdir()
+    subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
+    commit("base", {"src/m.py": "x = 1\n", "pyproject.toml": "[project]\n", "README.md": "a\n"})
+    commit("docs", {"README.md": "b\n", "reports/r.md": "r\n", "tests/t.py": "t = 1\n"})
+    commit("code", {"src/m.py": "x = 2\n"})
+    commit("conf", {"conf/c.yaml": "a: 1\n"})
+    monkeypatch.setenv("BPTTLAB_ROOT", str(root))
+    L._code_trees.cache_clear()
+    yield versions
+    L._code_trees.cache_clear()
+
+
+def test_code_is_the_same_across_commits_that_change_only_reports_docs_or_tests(history):
+    from bpttlab.tracking import lifecycle as L
+
+    base, docs, code, conf = (history[k] for k in ("base", "docs", "code", "conf"))
+    assert L.code_difference(base, docs) == ""
+    assert L.code_difference(docs, base) == ""
+    assert L.code_difference(docs, code) == "they differ in src"
+    assert L.code_difference(code, conf) == "they differ in conf"
+    assert L.code_difference(base, conf) == "they differ in src, conf"
+    assert L.code_difference(base, docs + "-dirty") == f"{docs}-dirty has local changes"
+    assert L.code_difference("0.test+0123456789", docs) == (
+        "the commit of 0.test+0123456789 is not in this repository"
+    )
+    assert L.code_difference(base.replace("0.test", "0.other"), base) == "another release"
+
+
+@pytest.mark.parametrize("made_by", ["base", "code"])
+def test_a_snapshot_of_another_commit_with_the_same_code_is_taken_up_and_recorded_so(
+    made_by, history, sweep_parent, every_step, compose_cfg, tmp_path, capsys, monkeypatch
+):
+    """Made by ``base`` and taken up by ``docs`` (only reports and docs changed): resumed, with
+    the earlier commit as a tag; made by ``code`` (src/ changed): trained from the start."""
+    from bpttlab.tracking import lifecycle as L
+
+    client, exp_id, parent = sweep_parent
+    cfg = C.to_config(compose_cfg(*LIFE))
+    monkeypatch.setenv(L.ENV_CODE, history["docs"])
+    data = _snapshot_bytes(cfg, 8, history[made_by])
+    old = _killed_attempt(client, exp_id, parent, cfg, data, tmp_path)
+    run = _attempt(cfg)
+    out = capsys.readouterr().out
+    tags = client.get_run(run.summary["run_id"]).data.tags
+    assert run.status == "FINISHED"
+    if made_by == "base":
+        assert run.resume is not None and run.resume.step == 7
+        assert f"made by {history['base']}: the same src, conf, experiments, pyproject.toml" in out
+        assert tags["bpttlab.resumed_code_version"] == history["base"]
+        assert tags["code_version"] == history["docs"]
+        assert run.summary["final_test_loss"] == train(cfg, NullTracker())["final_test_loss"]
+    else:
+        assert run.resume is None and "bpttlab.resumed_code_version" not in tags
+        assert f"not resumed from the snapshot of run {old}" in out
+        assert f"this is {history['docs']}: they differ in src" in out
+
+
 def test_code_with_local_changes_never_takes_up_a_snapshot(
     sweep_parent, every_step, compose_cfg, tmp_path, capsys, monkeypatch
 ):

@@ -13,7 +13,10 @@ Every ``tracking.snapshot_minutes`` of training (5 by default; 0: never), betwee
 When a sweep starts again, a job whose earlier attempt was KILLED or FAILED part way takes up the
 latest snapshot of that attempt instead of training from the start
 (:func:`bpttlab.tracking.lifecycle.tracked_run`), provided it is of the same config and the same
-clean code version. The new run records the whole run, the earlier steps included, and carries
+clean code: the same commit, or another one whose ``src/``, ``conf/``, ``experiments/`` and
+``pyproject.toml`` are the same (a commit of reports or docs between two pieces of a long sweep
+costs nothing; the tag ``bpttlab.resumed_code_version`` then names the commit of the earlier
+steps). The new run records the whole run, the earlier steps included, and carries
 the tags ``bpttlab.resumed_from_run`` and ``bpttlab.resumed_at_step``. Its numbers are those the
 run would have given without the stop: same data, same updates, same evaluations. Only the time
 taken differs: ``train_seconds`` adds the earlier attempt's time up to its snapshot (the steps

@@ -8,7 +8,8 @@
 already FINISHED under the same parent is *skipped* (the summary comes from the store, nothing
 trains); an earlier FAILED or KILLED attempt of the same config is replaced, and its training is
 taken up from its latest snapshot (:mod:`bpttlab.snapshot`) when it has one of the same config and
-the same clean code version (``run.resume``; the reason is printed when it is not). The run's params
+the same clean code (the same commit, or one whose :data:`CODE_PATHS` are the same; ``run.resume``;
+the reason is printed when it is not). The run's params
 (the whole config, passwords redacted) and tags are written before training. On the way out the
 run is closed FINISHED, FAILED (the traceback saved as ``traceback.txt``, the error as a tag, and
 the exception swallowed: one failed run never kills a sweep) or KILLED (Ctrl-C/SIGTERM, or the
@@ -51,6 +52,14 @@ ENV_SWEEP_ID = "BPTTLAB_SWEEP_ID"
 
 #: Paths whose local changes do not make the code version dirty: generated outputs.
 GENERATED = ("reports",)
+#: What a run's numbers are computed by: a snapshot made by another clean commit is taken up when
+#: these are the same in both (a commit of reports/, the README or the tests changes none of them).
+CODE_PATHS = ("src", "conf", "experiments", "pyproject.toml")
+
+
+def _git(*args: str) -> str:
+    cmd = ["git", "-C", str(tracking.project_root()), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
 
 
 def code_version() -> str:
@@ -63,17 +72,50 @@ def code_version() -> str:
         return os.environ[ENV_CODE]
     from bpttlab import __version__
 
-    def git(*args: str) -> str:
-        cmd = ["git", "-C", str(tracking.project_root()), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
-
     try:
-        sha = git("rev-parse", "--short=10", "HEAD").strip()
+        sha = _git("rev-parse", "--short=10", "HEAD").strip()
         excluded = [f":(exclude){p}" for p in GENERATED]
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).strip()
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).strip()
         return f"{__version__}+{sha}{'-dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return __version__
+
+
+@functools.lru_cache(maxsize=64)
+def _code_trees(version: str) -> dict[str, str] | None:
+    """The git objects of :data:`CODE_PATHS` at the commit of a clean code version
+    (``<version>+<sha>``), path to object id; None for a version with local changes or without
+    a commit, or a commit this repository does not have."""
+    _, _, sha = version.partition("+")
+    if not sha or sha.endswith("-dirty"):
+        return None
+    try:
+        listing = _git("ls-tree", f"{sha}^{{commit}}", "--", *CODE_PATHS)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    trees = {}
+    for line in listing.splitlines():
+        meta, _, path = line.partition("\t")
+        trees[path] = meta.split()[-1]
+    return trees
+
+
+def code_difference(made_by: str, this: str) -> str:
+    """Why code ``made_by`` may compute other numbers than code ``this``; "" when it computes the
+    same: the same version, or two clean commits whose :data:`CODE_PATHS` are identical."""
+    if made_by == this:
+        return ""
+    if made_by.partition("+")[0] != this.partition("+")[0]:
+        return "another release"
+    ours, theirs = _code_trees(this), _code_trees(made_by)
+    if ours is None or theirs is None:
+        dirty = [v for v in (made_by, this) if v.endswith("-dirty")]
+        if dirty:
+            return f"{dirty[0]} has local changes"
+        unknown = made_by if theirs is None else this
+        return f"the commit of {unknown} is not in this repository"
+    changed = [p for p in CODE_PATHS if ours.get(p) != theirs.get(p)]
+    return "" if not changed else "they differ in " + ", ".join(changed)
 
 
 @functools.cache
@@ -261,8 +303,8 @@ def _latest_snapshot(
         why = ""
         if snap.config_hash != chash:
             why = f"it is of config {snap.config_hash}, this run is {chash}"
-        elif snap.code_version != version:
-            why = f"it was made by code {snap.code_version}, this is {version}"
+        elif differ := code_difference(snap.code_version, version):
+            why = f"it was made by code {snap.code_version}, this is {version}: {differ}"
         elif version.endswith("-dirty"):
             why = f"the code ({version}) has local changes, which the attempt may not have had"
         if why:
@@ -383,9 +425,13 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
                 {"bpttlab.resumed_from_run": source, "bpttlab.resumed_at_step": str(snap.step)}
             )
             run.resume = snap
+            made_by = ""
+            if snap.code_version != code_version():  # another commit with the same code
+                tracker.set_tags({"bpttlab.resumed_code_version": snap.code_version})
+                made_by = f", made by {snap.code_version}: the same {', '.join(CODE_PATHS)}"
             print(
                 f"resume {run.name} at step {snap.step} of {cfg.steps}, from the snapshot of "
-                f"run {source} ({snap.train_seconds / 60:.1f} min of training)",
+                f"run {source} ({snap.train_seconds / 60:.1f} min of training{made_by})",
                 flush=True,
             )
         for stale, _ in previous:  # a deleted run's artifacts stay on disk: its snapshot goes
