@@ -262,3 +262,59 @@ def test_regenerated_reports_do_not_make_the_code_version_dirty(tmp_path, monkey
     assert not L.code_version().endswith("-dirty")
     (tmp_path / "model.py").write_text("x = 2\n")
     assert L.code_version().endswith("-dirty")
+
+
+@pytest.mark.parametrize(
+    ("sig", "to_group"),
+    [
+        pytest.param(signal.SIGINT, True, id="ctrl-c"),
+        pytest.param(signal.SIGTERM, True, id="sigterm-to-the-group", marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, False, id="sigterm-to-reproduce-alone"),
+    ],
+)
+def test_a_stopped_reproduction_closes_its_sweep_says_so_and_shows_no_traceback(
+    sig, to_group, sqlite_uri, tmp_path
+):
+    """`make reproduce` stopped mid-sweep (Ctrl-C; SIGTERM to its process group, as a lost
+    session; SIGTERM to it alone, as `kill`): the sweep's closing line still shows, the runs
+    in progress are KILLED and none is left RUNNING, it ends in seconds with 130, and it says
+    how to go on."""
+    cmd = [
+        *(sys.executable, "-m", "bpttlab.reproduce", "--only", "copy_digits"),
+        *("--steps-scale", "0.1", "--no-archive", "--tracking-uri", sqlite_uri),
+        *("--out", str(tmp_path / "out"), "--workdir", str(tmp_path)),
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    tracking.get_client(sqlite_uri)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        **AS_IN_A_TERMINAL,
+    )  # fmt: skip
+    client = tracking.get_client(sqlite_uri)
+
+    def in_progress():
+        exp = client.get_experiment_by_name("bpttlab-repro-copy")
+        found = client.search_runs([exp.experiment_id]) if exp else []
+        return [r for r in found if r.data.tags.get("bpttlab.role") == "run" and
+                r.info.status == "RUNNING"]  # fmt: skip
+
+    wait_for(in_progress)
+    t0 = time.time()
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert time.time() - t0 < 30, out
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    assert "  sweep stopped in " in out and "re-run the same command to resume" in out, out
+    assert "stopped (interrupted): every run finished so far is kept in the store" in out, out
+    exp = client.get_experiment_by_name("bpttlab-repro-copy")
+    found = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in found if r.data.tags.get("bpttlab.role") == "sweep"] == [
+        "KILLED"
+    ]
+    kids = [r.info.status for r in found if r.data.tags.get("bpttlab.role") == "run"]
+    assert "KILLED" in kids and "RUNNING" not in kids, kids
+    assert not (tmp_path / "out" / "reproduce.md").exists()

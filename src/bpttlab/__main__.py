@@ -206,8 +206,11 @@ def main() -> None:
     try:
         _hydra_main()
     except KeyboardInterrupt:
+        # closing is not interrupted by a second SIGTERM (a driver such as `make reproduce`
+        # passes its own on); the timer bounds it, and a second Ctrl-C ends it at once
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         timer = _hard_stop_after(STOP_GRACE)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         processes.kill_descendants()
         if S.is_open():
             S.close(interrupted=True)

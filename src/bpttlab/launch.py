@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -109,30 +110,44 @@ INTERRUPT_GRACE = 30.0
 
 def _streamed(cmd, popen: dict, timeout: float | None, on_line) -> tuple[int, str, str]:
     """Run ``cmd``, handing each line of its stdout to ``on_line`` as it comes; its exit code,
-    stdout and stderr. A timeout kills it (``subprocess.TimeoutExpired``, as ``run`` raises);
-    Ctrl-C, which the sweep gets too, waits for it to close its runs (``INTERRUPT_GRACE``)."""
+    stdout and stderr. A timeout kills it (``subprocess.TimeoutExpired``, as ``run`` raises).
+
+    Ctrl-C or SIGTERM here (``KeyboardInterrupt``) is passed on to the sweep as SIGTERM (a sweep
+    that got the signal too, from the terminal or its process group, is already closing and
+    ignores it), and its closing lines (runs KILLED, ``sweep stopped ...``) are still handed to
+    ``on_line`` while it closes, for at most ``INTERRUPT_GRACE`` s; then the interrupt goes on.
+    The lines are read by a thread of their own, so that an interrupt never cuts one short.
+    """
     with subprocess.Popen(cmd, **popen) as proc:
         err: list[str] = []
+        lines: list[str] = []
         drain = None
         if proc.stderr is not None:  # read alongside stdout, so that neither pipe fills up
             drain = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
             drain.start()
+
+        def relay() -> None:
+            for line in proc.stdout:
+                lines.append(line)
+                on_line(line.rstrip("\n"))
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
         expired = threading.Event()
         timer = None
         if timeout is not None:
             timer = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
             timer.start()
-        lines: list[str] = []
         try:
-            for line in proc.stdout:
-                lines.append(line)
-                on_line(line.rstrip("\n"))
             proc.wait()
+            reader.join()
         except KeyboardInterrupt:
             try:
+                proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=INTERRUPT_GRACE)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            reader.join(timeout=5)
             raise
         finally:
             if timer is not None:

@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -235,6 +236,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM behaves like Ctrl-C: the sweep in progress closes its runs, then this stops."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -244,6 +254,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scale = C.Scale(profile=args.profile, smoke=args.smoke, steps_scale=args.steps_scale)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if argv is None:  # the command, not a call from Python
+        _stop_on_sigterm()
+    try:
+        return _reproduce(args, chosen, scale, uri)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one waits
+        print(
+            f"stopped (interrupted): every run finished so far is kept in the store {uri}, and "
+            "the same command goes on from there (finished runs are skipped, stopped ones taken "
+            "up from their snapshots); the reports and the run archive were not written "
+            "(the same command with --no-run writes both from the store)",
+            flush=True,
+        )
+        return 130
+
+
+def _reproduce(args, chosen, scale: C.Scale, uri: str) -> int:
     out = Path(args.out) if args.out else tracking.project_root() / "reports"
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else None
