@@ -93,7 +93,7 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
         summary = train(cfg, tracking.NullTracker())
         print(summary_line(name, summary), flush=True)
         return summary
-    _stop_on_sigterm()
+    processes.stop_on_sigterm()
     try:
         with tracked_run(cfg, cpu_mark=cpu_mark) as run:
             if not run.skipped:
@@ -159,18 +159,6 @@ def preflight(argv: list[str]) -> None:
         raise SystemExit(2) from None
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM behaves like Ctrl-C (the run or sweep in progress is closed KILLED)."""
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread (some launchers): nothing to install
-        pass
-
-
 def _hard_stop_after(seconds: float) -> threading.Timer:
     """If closing takes longer than ``seconds`` (a wedged worker, a hung store), end it all."""
 
@@ -199,7 +187,7 @@ def main() -> None:
     if not full_error:
         preflight(argv)
     S.RESULT.clear()
-    _stop_on_sigterm()
+    processes.stop_on_sigterm()
     # Hydra re-raises whatever stops the sweep, so that it is closed here (no traceback unless
     # the user asked for HYDRA_FULL_ERROR=1)
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -36,7 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from bpttlab import tracking  # noqa: E402
 from bpttlab.report.render import render_html, render_markdown, save_figure  # noqa: E402
 from bpttlab.reproduce import protocol as C  # noqa: E402
-from bpttlab.tracking import archive  # noqa: E402
+from bpttlab.tracking import archive, processes  # noqa: E402
 
 #: Reproductions in report order.
 NAMES = (
@@ -236,15 +236,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM behaves like Ctrl-C: the sweep in progress closes its runs, then this stops."""
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -255,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = C.Scale(profile=args.profile, smoke=args.smoke, steps_scale=args.steps_scale)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if argv is None:  # the command, not a call from Python
-        _stop_on_sigterm()
+        processes.stop_on_sigterm()  # as Ctrl-C: the sweep in progress closes, then this stops
     try:
         return _reproduce(args, chosen, scale, uri)
     except KeyboardInterrupt:

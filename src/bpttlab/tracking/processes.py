@@ -2,6 +2,8 @@
 
 - :func:`kill_descendants` ends every process this one started (the launcher's workers, their
   resource trackers): SIGTERM, a short grace, then SIGKILL.
+- :func:`stop_on_sigterm` makes SIGTERM behave like Ctrl-C in a command (a ``KeyboardInterrupt``
+  that closes what is in progress).
 - :func:`watch_driver` runs in a worker: a daemon thread that notices when the sweep's driver has
   died (the worker is re-parented) and then closes the worker's run as KILLED and exits, so a
   SIGKILLed driver leaves no process behind.
@@ -19,6 +21,20 @@ ENV_DRIVER_PID = "BPTTLAB_DRIVER_PID"
 
 _watch_started = False
 _on_orphaned: list[Callable[[], None]] = []
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM behaves like Ctrl-C: it raises ``KeyboardInterrupt``, and the command closes the
+    run or sweep in progress KILLED (outside the main thread, where no handler can be installed:
+    nothing)."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        pass
 
 
 def _is_resource_tracker(proc) -> bool:
