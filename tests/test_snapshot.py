@@ -295,6 +295,8 @@ def test_a_sweep_job_takes_up_its_killed_attempts_snapshot(
     assert f"resume {run.name} at step 7 of 12, from the snapshot of run {old}" in out
     tags = client.get_run(run.summary["run_id"]).data.tags
     assert tags["bpttlab.resumed_from_run"] == old and tags["bpttlab.resumed_at_step"] == "7"
+    assert "bpttlab.resumed_machine" not in tags  # made here
+    assert "bpttlab.resumed_code_version" not in tags  # by this very commit
     assert client.get_run(old).info.lifecycle_stage == "deleted"
     assert client.list_artifacts(old, "snapshot") == []  # moved, not left behind
     assert client.list_artifacts(run.summary["run_id"], "snapshot") == []  # finished: dropped
@@ -437,6 +439,40 @@ def test_a_snapshot_of_another_commit_with_the_same_code_is_taken_up_and_recorde
         assert run.resume is None and "bpttlab.resumed_code_version" not in tags
         assert f"not resumed from the snapshot of run {old}" in out
         assert f"this is {history['docs']}: they differ in src" in out
+
+
+@pytest.mark.parametrize("made_on", ["another CPU; numpy 0.0; OpenBLAS 0 Other", None])
+def test_a_snapshot_made_on_another_machine_is_taken_up_and_the_run_names_that_machine(
+    made_on, sweep_parent, every_step, compose_cfg, tmp_path, capsys
+):
+    """Steps 0..6 ran elsewhere: the resumed run's tag says where (a snapshot written before
+    snapshots named their machine, ``None`` here, has no such tag)."""
+    client, exp_id, parent = sweep_parent
+    cfg = C.to_config(compose_cfg(*LIFE))
+    tracker = Stopping(8)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tracker)
+    arrays = dict(tracker.snapshots[-1], **{"meta.code_version": np.array("0.test+abc")})
+    assert str(arrays["meta.machine"]) == _this_machine()  # a snapshot names where it was made
+    if made_on is None:
+        del arrays["meta.machine"]
+    else:
+        arrays["meta.machine"] = np.array(made_on)
+    _killed_attempt(client, exp_id, parent, cfg, snapshot.to_bytes(arrays), tmp_path)
+    run = _attempt(cfg)
+    assert run.resume is not None and run.resume.step == 7
+    tags = client.get_run(run.summary["run_id"]).data.tags
+    if made_on is None:
+        assert "bpttlab.resumed_machine" not in tags
+    else:
+        assert tags["bpttlab.resumed_machine"] == made_on
+        assert f"on another machine: {made_on}" in capsys.readouterr().out
+
+
+def _this_machine() -> str:
+    from bpttlab.tracking import lifecycle as L
+
+    return L.machine()
 
 
 def test_code_with_local_changes_never_takes_up_a_snapshot(

@@ -8,7 +8,9 @@ Every ``tracking.snapshot_minutes`` of training (5 by default; 0: never), betwee
 - the training data's random generator;
 - the divergence check's threshold;
 - everything recorded so far (per-step series, evaluations, temporal profiles);
-- the step, the training time spent so far, the config hash and the code version.
+- the step, the training time spent so far, the config hash, the code version and the machine
+  (a run taken up on another machine names it in the tag ``bpttlab.resumed_machine``: its
+  numbers are those of the same steps up to rounding, which another CPU's BLAS kernels change).
 
 When a sweep starts again, a job whose earlier attempt was KILLED or FAILED part way takes up the
 latest snapshot of that attempt instead of training from the start
@@ -77,6 +79,7 @@ class Snapshot:
     config_hash: str
     code_version: str
     arrays: dict[str, np.ndarray]
+    machine: str = ""  # where the steps so far ran (lifecycle.machine); "" in older snapshots
 
 
 def capture(
@@ -90,6 +93,7 @@ def capture(
     train_cpu_seconds: float,
     config_hash: str,
     code_version: str,
+    machine: str = "",
 ) -> dict[str, np.ndarray]:
     """The arrays of a snapshot taken before training step ``step`` (see the module docstring)."""
     arrays: dict[str, np.ndarray] = {
@@ -99,6 +103,7 @@ def capture(
         "meta.train_cpu_seconds": np.float64(train_cpu_seconds),
         "meta.config_hash": np.array(config_hash),
         "meta.code_version": np.array(code_version),
+        "meta.machine": np.array(machine),
         "params": packed.flat.copy(),
         "data_rng": np.array(json.dumps(data_rng.bit_generator.state)),
         "divergence_threshold": np.float64(diverges.threshold),
@@ -162,6 +167,7 @@ def read(path: str | Path) -> Snapshot:
             config_hash=str(arrays["meta.config_hash"]),
             code_version=str(arrays["meta.code_version"]),
             arrays=arrays,
+            machine=str(arrays.get("meta.machine", "")),
         )
     except KeyError as exc:
         raise SnapshotError(f"it lacks {exc}") from None

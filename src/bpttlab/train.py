@@ -112,14 +112,14 @@ def train(
     diverges = diag.DivergenceMonitor(cfg.divergence_factor, cfg.divergence_window)
     schedule = snapshot.Schedule(cfg.tracking.snapshot_minutes)
     before_s = before_cpu = 0.0  # training time of earlier attempts, up to their snapshot
-    ids: tuple[str, str] | None = None
+    ids: tuple[str, str, str] | None = None
 
     def take_snapshot(step: int) -> None:
         nonlocal ids
         if ids is None:  # what a later attempt checks before it takes the snapshot up
-            from bpttlab.tracking.lifecycle import code_version  # (imports pandas: only here)
+            from bpttlab.tracking.lifecycle import code_version, machine  # (imports pandas)
 
-            ids = (config_hash(cfg), code_version())
+            ids = (config_hash(cfg), code_version(), machine())
         arrays = snapshot.capture(
             step,
             packed,
