@@ -450,6 +450,26 @@ def test_temporal_order_verdicts_pass_and_fail():
     assert _marks(temporal_order.verdicts(pd.DataFrame())) == [None, None]
 
 
+def test_temporal_order_judges_only_lengths_with_both_arms():
+    """A grid stopped part way: L = 100 has its unclipped runs only. The claims are judged at
+    L = 50, the longest length with both arms, and L = 100 is named as waiting."""
+    partial = {k: v for k, v in TO_GOOD.items() if k != ("norm", 100)}
+    runs = _to_runs(partial)
+    assert sorted(runs["seq_len"].unique()) == [20, 100]
+    kept, left = temporal_order.with_both_arms(runs)
+    assert sorted(kept["seq_len"].unique()) == [20]
+    assert left == ["L = 100: clip none only (5 finished runs), judged once the other arm has its "
+                    "seeds too"]  # fmt: skip
+    judged = temporal_order.verdicts(kept)
+    assert "L=20" in judged[0].ours and "L=100" not in judged[0].ours
+    # one length left: "helps more as the sequences get longer" has nothing to compare
+    assert judged[1].passed is None and "one length so far" in judged[1].ours
+    # judged on all runs instead, the helps claim would have no clipped arm at L = 100
+    assert _marks(temporal_order.verdicts(runs))[1] is None
+    whole, none_left = temporal_order.with_both_arms(_to_runs(TO_GOOD))
+    assert len(whole) == len(_to_runs(TO_GOOD)) and none_left == []
+
+
 def test_temporal_order_spikes_from_grad_norm_history():
     runs = pd.DataFrame({"run_id": ["a", "b"]})
     hist = pd.DataFrame(

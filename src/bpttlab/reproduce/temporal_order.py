@@ -75,8 +75,8 @@ def run(uri: str, scale: C.Scale, jobs: int = 2, workdir=None, log=print) -> dic
 def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
     """``runs`` with ``gn_median``, ``gn_max``, ``spike`` (= max/median grad norm) and
     ``gradnorms`` (long table of the per-step pre-clip norms); a setting (clip, L) with fewer
-    than :data:`~bpttlab.reproduce.protocol.MIN_SEEDS` finished seeds is left out
-    (``left_out``)."""
+    than :data:`~bpttlab.reproduce.protocol.MIN_SEEDS` finished seeds is left out, and so is a
+    length with one arm only (:func:`with_both_arms`; both named in ``left_out``)."""
     runs = C.stored_runs(uri, TRACKING, EXPERIMENT, overrides(scale))
     runs, left = C.with_enough_seeds(
         runs,
@@ -84,6 +84,8 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
         C.planned_seeds(EXPERIMENT, overrides(scale)),
         describe=lambda v: f"clip {v[0]} at L = {v[1]}",
     )
+    runs, waiting = with_both_arms(runs)
+    left += waiting
     if runs.empty:
         return {"runs": runs, "gradnorms": pd.DataFrame(), "left_out": left}
     # The series is read for the figure's runs (the longest L) and for any run whose summary
@@ -97,6 +99,24 @@ def load(uri: str, scale: C.Scale) -> dict[str, pd.DataFrame]:
         "gradnorms": hist[hist["run_id"].isin(runs.loc[shown, "run_id"])],
         "left_out": left,
     }
+
+
+def with_both_arms(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of the lengths at which both arms (no clipping, norm clipping) have their runs,
+    and one text per length left out. Fig. 7 compares the two arms at each length, so a length
+    with one arm finished so far (a grid stopped part way) waits: the claims are judged at the
+    longest length with both, not at a longer one with half of its comparison."""
+    if runs.empty or not {"clip", "seq_len"} <= set(runs.columns):
+        return runs, []
+    arms = runs.groupby("seq_len")["clip"].agg(lambda c: sorted(set(c)))
+    both = [L for L, a in arms.items() if {"none", "norm"} <= set(a)]
+    left = [
+        f"L = {L}: clip {', '.join(a)} only ({int((runs['seq_len'] == L).sum())} finished "
+        "runs), judged once the other arm has its seeds too"
+        for L, a in arms.items()
+        if L not in both
+    ]
+    return runs[runs["seq_len"].isin(both)].reset_index(drop=True), left
 
 
 def add_spikes(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -192,6 +212,16 @@ def verdicts(runs: pd.DataFrame, scale: str = "") -> list[C.Verdict]:
         for L in lengths
         if ("norm", L) in tab.index and ("none", L) in tab.index
     ]
+    if lo == hi:  # one length so far (a grid stopped part way): nothing to compare it with
+        out.append(
+            C.missing(
+                NAME,
+                CLAIMS["helps"],
+                f"one length so far (success {'; '.join(parts)}); the claim compares lengths",
+                scale,
+            )
+        )
+        return out
     ok = gain(hi) > 0 and gain(hi) >= gain(lo)
     out.append(
         C.verdict(
