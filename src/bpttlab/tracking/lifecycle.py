@@ -421,17 +421,21 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
             snap, source = found
             # the snapshot moves to this run: taken up again if this attempt stops too
             tracker.log_arrays(snapshot.FILE, **snap.arrays)
-            tracker.set_tags(
-                {"bpttlab.resumed_from_run": source, "bpttlab.resumed_at_step": str(snap.step)}
-            )
             run.resume = snap
-            made_by = ""
+            made_by, elsewhere = "", {}
             if snap.code_version != code_version():  # another commit with the same code
-                tracker.set_tags({"bpttlab.resumed_code_version": snap.code_version})
+                elsewhere["bpttlab.resumed_code_version"] = snap.code_version
                 made_by = f", made by {snap.code_version}: the same {', '.join(CODE_PATHS)}"
             if snap.machine and snap.machine != machine():  # the steps so far ran elsewhere
-                tracker.set_tags({"bpttlab.resumed_machine": snap.machine})
+                elsewhere["bpttlab.resumed_machine"] = snap.machine
                 made_by += f", on another machine: {snap.machine}"
+            tracker.set_tags(
+                {
+                    "bpttlab.resumed_from_run": source,
+                    "bpttlab.resumed_at_step": str(snap.step),
+                    **elsewhere,
+                }
+            )
             print(
                 f"resume {run.name} at step {snap.step} of {cfg.steps}, from the snapshot of "
                 f"run {source} ({snap.train_seconds / 60:.1f} min of training{made_by})",
