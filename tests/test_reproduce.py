@@ -757,10 +757,14 @@ def test_a_setting_is_judged_only_with_enough_finished_seeds():
         ("none", 50),
         ("norm", 50),
     ]
-    assert left == ["clip=none, seq_len=100: 2 of 5 seeds", "clip=norm, seq_len=100: 1 of 5 seeds"]
+    assert left == [
+        "clip=none, seq_len=100: 2 of 5 seeds finished, fewer than the 3 judged",
+        "clip=norm, seq_len=100: 1 of 5 seeds finished, fewer than the 3 judged",
+    ]
     # a grid of two seeds per setting: two are enough; one seed (a smoke run) judges on one
     kept, left = C.with_enough_seeds(runs, ["clip", "seq_len"], planned=2)
-    assert len(kept) == 8 and left == ["clip=norm, seq_len=100: 1 of 2 seeds"]
+    assert len(kept) == 8
+    assert left == ["clip=norm, seq_len=100: 1 of 2 seeds finished, fewer than the 2 judged"]
     assert len(C.with_enough_seeds(runs, ["clip", "seq_len"], planned=1)[0]) == 9
     # the grids' own seed counts: 5 in the full profiles, 3 in the quick ones
     from bpttlab.reproduce import adding, temporal_order
@@ -771,7 +775,8 @@ def test_a_setting_is_judged_only_with_enough_finished_seeds():
     section = C.Section("x", "X", "setup", left_out=left)
     text = "\n".join(b[1] for b in C.report_blocks([section], "h") if b[0] == "p")
     assert (
-        "Not judged yet, fewer than 3 finished seeds: clip=norm, seq_len=100: 1 of 2 seeds." in text
+        "Not judged yet: clip=norm, seq_len=100: 1 of 2 seeds finished, fewer than the 2 judged."
+        in text
     )
 
 

@@ -235,7 +235,7 @@ def with_enough_seeds(
             if describe
             else ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
         )
-        left.append(f"{name}: {len(g)} of {planned} seeds")
+        left.append(f"{name}: {len(g)} of {planned} seeds finished, fewer than the {need} judged")
     return runs[keep].reset_index(drop=True), left
 
 
@@ -594,11 +594,7 @@ def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
         elif s.n_runs:
             facts.append(f"Runs: {s.n_runs} finished runs read from MLflow.")
         if s.left_out:
-            facts.append(
-                f"Not judged yet, fewer than {MIN_SEEDS} finished seeds: "
-                + "; ".join(s.left_out)
-                + "."
-            )
+            facts.append("Not judged yet: " + "; ".join(s.left_out) + ".")
         if s.seconds:
             facts.append("Time: " + _fmt_times(s.seconds) + ".")
         if facts:
