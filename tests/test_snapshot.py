@@ -337,6 +337,38 @@ def test_of_two_snapshot_files_the_latest_readable_one_is_taken_up(
     assert run.summary["final_test_loss"] == train(cfg, NullTracker())["final_test_loss"]
 
 
+def test_a_snapshot_file_the_store_cannot_hand_over_leaves_the_other_one(
+    sweep_parent, every_step, compose_cfg, tmp_path, capsys, monkeypatch
+):
+    """A failed download of the later file is named in one line, and the earlier file is taken
+    up (not both passed over as unreadable)."""
+    from mlflow.tracking import MlflowClient
+
+    client, exp_id, parent = sweep_parent
+    cfg = C.to_config(compose_cfg(*LIFE))
+    files = {
+        "state.npz": _snapshot_bytes(cfg, 6, "0.test+abc"),
+        "state-1.npz": _snapshot_bytes(cfg, 8, "0.test+abc"),
+    }
+    old = _killed_attempt(client, exp_id, parent, cfg, files, tmp_path)
+    real = MlflowClient.download_artifacts
+
+    def flaky(self, run_id, path, dst_path=None):
+        if path == snapshot.FILES[1]:
+            raise OSError("connection reset by peer\nmore detail")
+        return real(self, run_id, path, dst_path)
+
+    monkeypatch.setattr(MlflowClient, "download_artifacts", flaky)
+    run = _attempt(cfg)
+    assert run.status == "FINISHED" and run.resume is not None and run.resume.step == 5
+    out = capsys.readouterr().out
+    assert (
+        f"run {old}'s snapshot/state-1.npz could not be downloaded (connection reset by peer); "
+        "its other snapshot is used" in out
+    )
+    assert run.summary["final_test_loss"] == train(cfg, NullTracker())["final_test_loss"]
+
+
 @pytest.mark.parametrize(
     ("made_by", "meta", "why"),
     [

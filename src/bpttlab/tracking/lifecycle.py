@@ -288,8 +288,9 @@ def _latest_snapshot(
             if not names:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
-                paths = {f: client.download_artifacts(run_id, f, tmp) for f in names}
+                paths, lost = _download_each(client, run_id, names, tmp)
                 snap, bad = snapshot.latest(paths)
+            bad = lost + bad
             for line in bad:  # a write cut short: the other file holds the snapshot before it
                 print(f"  {name}: run {run_id}'s {line}; its other snapshot is used", flush=True)
         except Exception as exc:  # unreadable, or the store could not hand it over
@@ -316,6 +317,24 @@ def _latest_snapshot(
             continue
         return snap, run_id
     return None
+
+
+def _download_each(client, run_id: str, names: list[str], folder: str):
+    """Download each of the run's snapshot files: ``({name: local path}, [one line per file
+    that could not be had])``, so that one failed download still leaves the other file to be
+    read; the first failure is raised when none can be had."""
+    paths: dict[str, str] = {}
+    lost: list[str] = []
+    first: Exception | None = None
+    for f in names:
+        try:
+            paths[f] = client.download_artifacts(run_id, f, folder)
+        except Exception as exc:  # the store could not hand this one over
+            first = first or exc
+            lost.append(f"{f} could not be downloaded ({_first_line(str(exc))})")
+    if not paths and first is not None:
+        raise first
+    return paths, lost
 
 
 def _drop_snapshot(client, run_id: str, uri: str) -> None:
