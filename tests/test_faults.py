@@ -7,6 +7,7 @@ the one-line summary, and that every process the sweep started is gone.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import psutil
 import pytest
 
 from bpttlab import tracking
+from bpttlab.tracking import processes
 from bpttlab.tracking import sweep as S
 from bpttlab.tracking.uris import move_credentials
 from terminal import AS_IN_A_TERMINAL
@@ -137,6 +139,46 @@ def test_a_password_in_the_uri_is_never_printed(tmp_path):
     )
     assert proc.returncode == 2
     assert "s3cret" not in proc.stdout + proc.stderr and "127.0.0.1:9" in proc.stderr
+
+
+class _Writes(io.RawIOBase):
+    """A pipe's end that records each write the OS would get."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.calls.append(bytes(b))
+        return len(b)
+
+
+def test_a_workers_printed_line_reaches_the_pipe_in_one_write():
+    # A sweep worker's stdout under PYTHONUNBUFFERED (or python -u) is write-through over an
+    # unbuffered file: print() sends the text and its newline in two writes, and the other
+    # worker's line can land between them ("...[15/30]skip  ...", seen in a 2-worker sweep).
+    plain = _Writes()
+    stream = io.TextIOWrapper(plain, encoding="utf-8", write_through=True)
+    print("skip  run-a: finished before [15/30]", file=stream, flush=True)
+    assert plain.calls == [b"skip  run-a: finished before [15/30]", b"\n"]
+
+    whole = _Writes()
+    stream = io.TextIOWrapper(whole, encoding="utf-8", write_through=True)
+    processes.whole_lines(stream)
+    print("skip  run-a: finished before [15/30]", file=stream)  # no flush asked for
+    print("FAILED", "run-b:", "diverged", file=stream, flush=True)
+    assert whole.calls == [b"skip  run-a: finished before [15/30]\n", b"FAILED run-b: diverged\n"]
+
+
+def test_whole_lines_leaves_a_capture_stream_as_it_is():
+    class Capture(io.TextIOWrapper):  # as pytest's own capture stream subclasses it
+        pass
+
+    stream = Capture(io.BytesIO(), encoding="utf-8", write_through=True)
+    processes.whole_lines(stream)
+    assert stream.write_through and not stream.line_buffering
 
 
 def test_a_lease_is_alive_only_with_a_fresh_heartbeat_and_a_live_pid():

@@ -82,6 +82,7 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
     from bpttlab.train import train
 
     processes.watch_driver()  # a sweep worker exits when its driver has died
+    processes.whole_lines()  # and its lines never splice with another worker's
     try:  # refused before anything is recorded (the preflight normally caught it already)
         cfg = typed_config(dcfg)
         C.check_runnable(cfg)

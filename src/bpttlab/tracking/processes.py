@@ -7,12 +7,16 @@
 - :func:`watch_driver` runs in a worker: a daemon thread that notices when the sweep's driver has
   died (the worker is re-parented) and then closes the worker's run as KILLED and exits, so a
   SIGKILLed driver leaves no process behind.
+- :func:`whole_lines` makes each line a worker prints one write, so that two workers sharing the
+  sweep's output never splice their lines together.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +39,20 @@ def stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:
         pass
+
+
+def whole_lines(*streams) -> None:
+    """Each line printed to ``streams`` (default: stdout and stderr) reaches the OS as one write.
+
+    Under ``PYTHONUNBUFFERED`` (or ``python -u``) a worker's streams are write-through over an
+    unbuffered file: ``print(text)`` writes ``text`` and its ``"\\n"`` in two system calls, so
+    another worker's line can land between them (``...[15/30]skip  ...``). Line buffering without
+    write-through gathers the line and flushes it at its newline, in one write, which a pipe keeps
+    whole up to 4096 bytes.
+    """
+    for stream in streams or (sys.stdout, sys.stderr):
+        if type(stream) is io.TextIOWrapper:  # a subclass (pytest's capture) is left as it is
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def _is_resource_tracker(proc) -> bool:
