@@ -54,6 +54,17 @@ def test_redact_replaces_the_password_and_nothing_else(uri, expected):
     assert redact(uri) == expected
 
 
+def test_shown_names_a_store_inside_the_project_relative_to_it_and_redacts(tmp_path):
+    root = tmp_path / "project"
+    (root / "sub").mkdir(parents=True)
+    assert uris.shown(f"sqlite:///{root}/mlflow.db", root) == "sqlite:///mlflow.db (in the project)"
+    assert uris.shown(f"sqlite:///{root}/sub/x.db", root) == "sqlite:///sub/x.db (in the project)"
+    outside = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    assert uris.shown(outside, root) == outside  # where it was read from, as it is
+    assert uris.shown("postgresql://u:pw@h/db", root) == "postgresql://u:***@h/db"
+    assert uris.shown("http://127.0.0.1:5001", root) == "http://127.0.0.1:5001"
+
+
 def test_uri_secrets_lists_the_password_as_written_and_decoded():
     assert uris.uri_secrets("postgresql://u:p%40ss@h/db") == ["p%40ss", "p@ss"]
     assert uris.uri_secrets("postgresql://u:pw@h/db?password=other") == ["other", "pw"]

@@ -19,7 +19,8 @@ from bpttlab.report import findings as FD
 from bpttlab.report import tables as T
 from bpttlab.report.load import AXES, Progress, SweepData, _quiet
 from bpttlab.report.render import render_html, render_markdown, save_figure
-from bpttlab.tracking.uris import redact
+from bpttlab.tracking import project_root
+from bpttlab.tracking.uris import shown
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def provenance(data: SweepData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         "sweep id": data.sweep_id,
         "parent run": f"{parent['run_id']} ({parent.get('run_name') or '-'}, {parent['status']})",
         "experiment": f"{data.experiment['name']} (id {data.experiment['experiment_id']})",
-        "tracking store": redact(data.tracking_uri),
+        "tracking store": shown(data.tracking_uri, project_root()),
         "started": f"{parent['start_time']:%Y-%m-%d %H:%M:%S} UTC",
         "runs": f"{len(runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
         "code version": tags.get("code_version") or uniq("code_version"),

@@ -37,6 +37,7 @@ from bpttlab import tracking  # noqa: E402
 from bpttlab.report.render import render_html, render_markdown, save_figure  # noqa: E402
 from bpttlab.reproduce import protocol as C  # noqa: E402
 from bpttlab.tracking import archive, processes  # noqa: E402
+from bpttlab.tracking.uris import redact, shown  # noqa: E402
 
 #: Reproductions in report order.
 NAMES = (
@@ -236,6 +237,57 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _header(args, chosen, scale, sections, uri, runs_dir, loaded, total, run_s, cpu_s):
+    """The report's opening line and the list under it: what it was read from, the profile,
+    what this invocation ran, and how claims are judged."""
+    from bpttlab.tracking.lifecycle import code_version
+
+    again = "make reproduce" + (" PROFILE=full" if scale.profile == "full" else "")
+    header = (
+        f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
+        f"`python -m bpttlab.reproduce` (code {code_version()}); `{again} ARGS=--no-run` renders "
+        "it again from the run archive, without training."
+    )
+    judged = sum(s.n_runs for s in sections)
+    source = (
+        f"**Runs**: every verdict is judged on runs read back from the MLflow store "
+        f"`{shown(uri, tracking.project_root())}`: {judged} finished training runs, and the "
+        "analytic reproductions' own runs"
+    )
+    if loaded is not None and (loaded.written or loaded.present):
+        source += (
+            f"; {loaded.written} runs were loaded into it from the run archive "
+            f"`{_shown(runs_dir)}` and {loaded.present} were there already"
+        )
+    ran = ", ".join(chosen) if not args.no_run else ""
+    details = [
+        source + ".",
+        f"**Profile** asked for: {scale.label} (`quick` is the default; `full` runs budgets as "
+        f"close to the papers as one machine allows). Verdicts from: {C.profiles_used(sections)}"
+        " (a reproduction none of whose claims can be judged on stored runs of the profile asked "
+        "for is reported from the other one, and its rows say so).",
+        f"**This invocation** ran {ran or 'nothing'}: wall time {total / 60:.1f} min "
+        f"({run_s / 60:.1f} min in sweeps and analytic runs; sweeps used {cpu_s / 60:.1f} "
+        "CPU-min; finished runs already in the store are reused, not counted). Each run's own "
+        "time is in the MLflow store.",
+        "**How claims are judged**: every claim is quoted as its paper makes it and judged over "
+        "seeds (a median or a fraction), with criteria fixed before the recorded runs; a failed "
+        "claim is reported as failed, and a result no paper claims is described without a "
+        "verdict.",
+        "**Exploration before the recorded runs**: the cliff's starting points, learning rate "
+        "and thresholds were chosen by exploring; exploratory runs before these profiles (the "
+        "IRNN on the adding problem at 12,000 steps with Adam; seed 0 of the LSTM at T = 100 and "
+        "of the IRNN at T = 50 and 100 on the adding problem's current setups; the temporal "
+        "order at L = 50 with 40,000 updates; the copy task at 8000 steps; the latch's survival "
+        "rates at w = 1.5 and 2; two of five tanh RNN seeds at T = 1000 not decaying below 0.1) "
+        "informed the quick profile's budgets, the latch's thresholds and judging by the median "
+        "over seeds. The adding problem's setups were changed to the papers' own after a quick "
+        "run with Adam for every cell had failed the tanh RNN's claim (it learned T = 100, "
+        "median 0.19 × the baseline).",
+    ]
+    return header, details
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -252,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second one waits
         print(
-            f"stopped (interrupted): every run finished so far is kept in the store {uri}, and "
+            f"stopped (interrupted): every run finished so far is kept in the store "
+            f"{redact(uri)}, and "
             "the same command goes on from there (finished runs are skipped, stopped ones taken "
             "up from their snapshots); the reports and the run archive were not written "
             "(the same command with --no-run writes both from the store)",
@@ -283,38 +336,10 @@ def _reproduce(args, chosen, scale: C.Scale, uri: str) -> int:
         v for s in sections for k, v in s.seconds.items() if k.endswith(("sweep", "analytic"))
     )
     cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k.endswith("sweep cpu"))
-    ran = ", ".join(chosen) if not args.no_run else "nothing"
-    from_archive = (
-        f" ({loaded.written} finished runs loaded into it from the run archive "
-        f"`{_shown(runs_dir)}`, {loaded.present} already there)"
-        if loaded is not None and (loaded.written or loaded.present)
-        else ""
+    header, details = _header(
+        args, chosen, scale, sections, uri, runs_dir, loaded, total, run_s, cpu_s
     )
-    header = (
-        f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
-        f"`python -m bpttlab.reproduce` from the MLflow store `{uri}`{from_archive}; "
-        "profile asked for: "
-        f"{scale.label} (`quick` is the default; `full` runs budgets as close to the papers as "
-        f"one machine allows); verdicts from: {C.profiles_used(sections)} (a reproduction "
-        "none of whose claims can be judged on stored runs of the profile asked for is "
-        f"reported from the other one, and its rows say so); ran: {ran}; "
-        f"wall time {total / 60:.1f} min ({run_s / 60:.1f} min in sweeps and analytic runs; "
-        f"sweeps used {cpu_s / 60:.1f} CPU-min; finished runs already in the store are reused, "
-        "not counted). "
-        "Every claim is quoted as its paper makes it and judged over seeds (a median or a "
-        "fraction), with criteria fixed before the recorded runs; a failed claim is reported as "
-        "failed, and a result no paper claims is described without a verdict. Exploration did "
-        "precede some choices: the cliff's starting points, learning rate and thresholds; and "
-        "exploratory runs before these profiles (the IRNN on the adding problem at 12,000 "
-        "steps with Adam; seed 0 of the LSTM at T = 100 and of the IRNN at T = 50 and 100 on the "
-        "adding problem's current setups; the temporal order at L = 50 with 40,000 updates; the "
-        "copy task at 8000 steps; the latch's survival rates at w = 1.5 and 2; two of five tanh "
-        "RNN seeds at T = 1000 not decaying below 0.1) informed the quick profile's budgets, the "
-        "latch's thresholds and judging by the median over seeds. The adding problem's setups "
-        "were changed to the papers' own after a quick run with Adam for every cell had failed "
-        "the tanh RNN's claim (it learned T = 100, median 0.19 × the baseline)."
-    )
-    blocks = C.report_blocks(sections, header)
+    blocks = C.report_blocks(sections, header, details)
     (out / "reproduce.md").write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / "reproduce.html").write_text(render_html(blocks, C.TITLE), encoding="utf-8")
     print(f"wrote {out / 'reproduce.md'} and {out / 'reproduce.html'} in {total:.0f} s")

@@ -573,13 +573,17 @@ def profiles_used(sections: Sequence[Section]) -> str:
     return "; ".join(f"{p} ({', '.join(names)})" for p, names in by.items())
 
 
-def report_blocks(sections: Sequence[Section], header: str) -> list[tuple]:
-    """The blocks of ``reproduce.md/.html`` (:mod:`bpttlab.report.render`): the verdict table
-    first, then one part per reproduction."""
+def report_blocks(
+    sections: Sequence[Section], header: str, details: Sequence[str] = ()
+) -> list[tuple]:
+    """The blocks of ``reproduce.md/.html`` (:mod:`bpttlab.report.render`): ``header`` and the
+    list of ``details`` under it, the verdict table, then one part per reproduction."""
     all_v = [v for s in sections for v in s.verdicts]
     n_pass = sum(v.passed is True for v in all_v)
     n_fail = sum(v.passed is False for v in all_v)
     blocks: list[tuple] = [("h", 1, TITLE), ("p", header)]
+    if details:
+        blocks.append(("list", list(details)))
     blocks += [("p", f"**{n_pass} of {len(all_v)} claims reproduced, {n_fail} failed.**")]
     blocks += [("table", verdict_frame(all_v), False, VERDICT_COLORS)]
     for s in sections:

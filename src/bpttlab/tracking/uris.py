@@ -99,6 +99,25 @@ def redact(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def shown(uri: str, root: str | Path) -> str:
+    """``uri`` as a report names it: :func:`redact`-ed, and a SQLite file inside the project
+    ``root`` as a path relative to it, so that a committed report names no machine's folders.
+
+    >>> shown("sqlite:////home/ada/bpttlab/mlflow.db", "/home/ada/bpttlab")
+    'sqlite:///mlflow.db (in the project)'
+    >>> shown("sqlite:////data/store/mlflow.db", "/home/ada/bpttlab")
+    'sqlite:////data/store/mlflow.db'
+    """
+    uri = redact(uri)
+    if uri.startswith("sqlite:///"):
+        try:
+            inside = Path(uri[len("sqlite:///") :]).resolve().relative_to(Path(root).resolve())
+        except (ValueError, OSError):
+            return uri
+        return f"sqlite:///{inside.as_posix()} (in the project)"
+    return uri
+
+
 def strip_password(uri: str) -> tuple[str, str, str]:
     """``(uri without its password, user, password)``; the password is ``""`` if there is none."""
     parts = _split(uri) if "://" in uri else None
