@@ -213,3 +213,17 @@ def test_run_job_changes_directory_when_asked_as_hydra_does(tmp_path, kept_loggi
     assert _as_hydras(o_seen["cwd"], tmp_path) == h_seen["cwd"]
     assert _as_hydras(o_ret.working_dir, tmp_path) == h_ret.working_dir
     assert os.getcwd() == before  # given back
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_temporal_orders_arms_of_a_seed_run_side_by_side(quick):
+    # A sweep runs its jobs in this order, and a stop can come anywhere: length first, then the
+    # seed, then the arm, so that a partly run length has both arms within one run of each other.
+    argv = ["experiments=repro_temporal_order"] + (["task.seq_len=20,50"] if quick else [])
+    _, _, jobs = _grid(*argv)
+    jobs = [dict(o.split("=", 1) for o in job) for job in jobs]
+    order = [(j["task.seq_len"], j["seed"], j["clip"]) for j in jobs]
+    lengths = ["20", "50"] if quick else ["50", "100", "200"]
+    assert order == [
+        (L, s, c) for L in lengths for s in ("0", "1", "2", "3", "4") for c in ("none", "norm")
+    ]
