@@ -410,31 +410,29 @@ def test_rendered_report_puts_the_verdict_table_first(tmp_path):
 def test_the_report_header_names_no_password_nor_machine_folder_and_how_to_render_it_again(
     tmp_path, monkeypatch
 ):
-    from types import SimpleNamespace
-
     from bpttlab.report.render import render_markdown
     from bpttlab.reproduce.__main__ import _header
     from bpttlab.tracking.archive import Counts
 
     monkeypatch.setenv("BPTTLAB_ROOT", str(tmp_path))
-    sections = [C.Section("a", "A", "s", n_runs=7, profile="full"), C.Section("b", "B", "s")]
-    args = SimpleNamespace(no_run=False)
+    sections = [
+        C.Section("a", "A", "s", n_runs=7, profile="full", seconds={"sweep": 60.0}),
+        C.Section("b", "B", "s", seconds={"analytic": 0.0, "sweep cpu": 120.0}),
+    ]
     loaded = Counts(written=5, present=2)
     full = C.Scale(profile="full")
     secret = "postgresql://u:s3cret@db/mlflow"
-    header, details = _header(
-        args, ["a"], full, sections, secret, tmp_path / "runs", loaded, 90.0, 60.0, 120.0
-    )
+    header, details = _header("a", full, sections, secret, tmp_path / "runs", loaded, 90.0)
     text = render_markdown(C.report_blocks(sections, header, details), tmp_path)
     assert "s3cret" not in text and "postgresql://u:***@db/mlflow" in text
     assert "`make reproduce PROFILE=full ARGS=--no-run`" in header
     assert "7 finished training runs" in text and "5 runs were loaded" in text
     assert "`runs`" in text and "ran a:" in text and "wall time 1.5 min" in text
+    assert "1.0 min in sweeps and analytic runs; sweeps used 2.0 CPU-min" in text
     assert text.count("\n- **") == len(details) == 5  # a list under the opening line
 
     inside = f"sqlite:///{tmp_path}/mlflow.db"
-    quick, nothing = C.Scale(), SimpleNamespace(no_run=True)
-    header, details = _header(nothing, [], quick, sections, inside, tmp_path, None, 1, 0, 0)
+    header, details = _header("", C.Scale(), sections, inside, tmp_path, None, 1.0)
     assert "`make reproduce ARGS=--no-run`" in header
     assert "`sqlite:///mlflow.db (in the project)`" in details[0]
     assert str(tmp_path) not in details[0]

@@ -37,6 +37,7 @@ from bpttlab import tracking  # noqa: E402
 from bpttlab.report.render import render_html, render_markdown, save_figure  # noqa: E402
 from bpttlab.reproduce import protocol as C  # noqa: E402
 from bpttlab.tracking import archive, processes  # noqa: E402
+from bpttlab.tracking.lifecycle import code_version  # noqa: E402
 from bpttlab.tracking.uris import redact, shown  # noqa: E402
 
 #: Reproductions in report order.
@@ -237,11 +238,14 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _header(args, chosen, scale, sections, uri, runs_dir, loaded, total, run_s, cpu_s):
+def _header(ran: str, scale, sections, uri: str, runs_dir: Path, loaded, total: float):
     """The report's opening line and the list under it: what it was read from, the profile,
-    what this invocation ran, and how claims are judged."""
-    from bpttlab.tracking.lifecycle import code_version
-
+    what this invocation ran (``ran``: the reproductions, "" for none) in ``total`` seconds, and
+    how claims are judged."""
+    run_s = sum(
+        v for s in sections for k, v in s.seconds.items() if k.endswith(("sweep", "analytic"))
+    )
+    cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k.endswith("sweep cpu"))
     again = "make reproduce" + (" PROFILE=full" if scale.profile == "full" else "")
     header = (
         f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by "
@@ -259,7 +263,6 @@ def _header(args, chosen, scale, sections, uri, runs_dir, loaded, total, run_s, 
             f"; {loaded.written} runs were loaded into it from the run archive "
             f"`{_shown(runs_dir)}` and {loaded.present} were there already"
         )
-    ran = ", ".join(chosen) if not args.no_run else ""
     details = [
         source + ".",
         f"**Profile** asked for: {scale.label} (`quick` is the default; `full` runs budgets as "
@@ -332,13 +335,8 @@ def _reproduce(args, chosen, scale: C.Scale, uri: str) -> int:
             reproduce_one(name, uri, scale, out, do_run=do_run, jobs=args.jobs, workdir=workdir)
         )
     total = time.perf_counter() - t_start
-    run_s = sum(
-        v for s in sections for k, v in s.seconds.items() if k.endswith(("sweep", "analytic"))
-    )
-    cpu_s = sum(v for s in sections for k, v in s.seconds.items() if k.endswith("sweep cpu"))
-    header, details = _header(
-        args, chosen, scale, sections, uri, runs_dir, loaded, total, run_s, cpu_s
-    )
+    ran = "" if args.no_run else ", ".join(chosen)
+    header, details = _header(ran, scale, sections, uri, runs_dir, loaded, total)
     blocks = C.report_blocks(sections, header, details)
     (out / "reproduce.md").write_text(render_markdown(blocks, out), encoding="utf-8")
     (out / "reproduce.html").write_text(render_html(blocks, C.TITLE), encoding="utf-8")
