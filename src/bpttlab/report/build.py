@@ -374,7 +374,12 @@ def write_report(
     blocks += [("h", 3, "Grid"), ("table", grid)]
     if data.parent.get("grid"):
         blocks += [
-            ("p", "Sweep overrides as launched (artifact sweep/grid.txt of the parent run):")
+            (
+                "p",
+                "Sweep overrides of its latest launch (artifact sweep/grid.txt of the parent run; "
+                "a resumed launch that listed them otherwise keeps the earlier lists in "
+                "sweep/grid-earlier.txt):",
+            )
         ]
         blocks += [("pre", data.parent["grid"].strip())]
     if not const.empty:

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from bpttlab import tracking
 from bpttlab.tracking import lifecycle as L
 from bpttlab.tracking.processes import ENV_DRIVER_PID
-from bpttlab.tracking.reader import children
+from bpttlab.tracking.reader import children, read_text_artifact
 from bpttlab.tracking.uris import redact, redact_text
 
 HEARTBEAT_EVERY = 10.0  # seconds between the driver's heartbeats
@@ -211,6 +211,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
         time.sleep(0.2)  # two drivers taking over together: the last writer of the tag wins
         if client.get_run(parent_id).data.tags.get(TAG_DRIVER) != me:
             raise SweepRefused(f"another driver took over this sweep (parent run {parent_id})")
+        _record_grid(client, found[0], overrides)
         resumed = "resuming"
     else:
         parent = client.create_run(
@@ -244,7 +245,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
                 f"this sweep was started twice at once; the other driver "
                 f"(parent run {older[0].info.run_id}) runs it"
             )
-        client.log_text(parent_id, redact_text("\n".join(overrides)) + "\n", "sweep/grid.txt")
+        _record_grid(client, parent, overrides, new=True)
         resumed = "new"
     start = time.time()
     os.environ.update(
@@ -268,6 +269,31 @@ def open_parent(config: DictConfig, uri: str) -> str:
         flush=True,
     )
     return parent_id
+
+
+GRID = "sweep/grid.txt"
+GRID_EARLIER = "sweep/grid-earlier.txt"
+
+
+def _record_grid(client, parent, overrides: list[str], new: bool = False) -> None:
+    """Record on the parent the overrides this launch expands, as ``sweep/grid.txt``.
+
+    A resumed sweep has the same key (the overrides, sorted) but may list them in another
+    order (the order its jobs run in) or with other overrides the key leaves out (``tracking.uri``).
+    If the stored grid differs from this launch's, it is appended to ``sweep/grid-earlier.txt``
+    and ``grid.txt`` is replaced, so that it always names what the latest jobs ran with.
+    """
+    text = redact_text("\n".join(overrides)) + "\n"
+    run_id, artifacts = parent.info.run_id, parent.info.artifact_uri
+    stored = None if new else read_text_artifact(client, run_id, artifacts, GRID)
+    if stored == text:
+        return
+    if stored is not None:
+        earlier = read_text_artifact(client, run_id, artifacts, GRID_EARLIER) or ""
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        entry = f"# replaced at {when} by the overrides of a resumed launch:\n{stored}"
+        client.log_text(run_id, earlier + entry, GRID_EARLIER)
+    client.log_text(run_id, text, GRID)
 
 
 def fmt_seconds(s: float) -> str:
