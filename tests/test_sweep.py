@@ -168,27 +168,30 @@ def test_a_resumed_sweep_records_the_order_it_ran_in_and_keeps_the_earlier_one(
 ):
     # the same grid, listed in two orders: one sweep (its key sorts the overrides), whose
     # sweep/grid.txt must name the order of its latest launch, the jobs' order
-    first = run_sweep(sqlite_uri, tmp_path, "task.seq_len=6", "seed=0")
+    grid_a = ("model=rnn", "clip=none", "task.seq_len=6", "seed=0")
+    grid_b = ("seed=0", "task.seq_len=6", "model=rnn", "clip=none")
+    first = run_sweep(sqlite_uri, tmp_path, *grid_a)
     assert first.returncode == 0, first.stdout + first.stderr
     client, parents, _ = sweep_runs(sqlite_uri)
 
     def grid(name: str) -> str:
         return Path(client.download_artifacts(parents[0].info.run_id, name)).read_text()
 
-    assert grid("sweep/grid.txt").endswith("task.seq_len=6\nseed=0\n")
+    # the experiment file's keys keep their place, the command line's others follow in order
+    assert grid("sweep/grid.txt").endswith("experiments=smoke\ntask.seq_len=6\nseed=0\n")
     names = {a.path for a in client.list_artifacts(parents[0].info.run_id, "sweep")}
     assert names == {"sweep/grid.txt"}
 
-    again = run_sweep(sqlite_uri, tmp_path, "seed=0", "task.seq_len=6")
+    again = run_sweep(sqlite_uri, tmp_path, *grid_b)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "6 skipped" in again.stdout
+    assert "1 skipped" in again.stdout
     client, parents, _ = sweep_runs(sqlite_uri)
     assert len(parents) == 1
-    assert grid("sweep/grid.txt").endswith("seed=0\ntask.seq_len=6\n")
+    assert grid("sweep/grid.txt").endswith("experiments=smoke\nseed=0\ntask.seq_len=6\n")
     earlier = grid("sweep/grid-earlier.txt")
     assert earlier.startswith("# replaced at ") and earlier.endswith("task.seq_len=6\nseed=0\n")
 
-    third = run_sweep(sqlite_uri, tmp_path, "seed=0", "task.seq_len=6")  # the same order again
+    third = run_sweep(sqlite_uri, tmp_path, *grid_b)  # the same order again
     assert third.returncode == 0, third.stdout + third.stderr
     assert grid("sweep/grid-earlier.txt") == earlier
 
