@@ -65,6 +65,15 @@ def test_shown_names_a_store_inside_the_project_relative_to_it_and_redacts(tmp_p
     assert uris.shown("http://127.0.0.1:5001", root) == "http://127.0.0.1:5001"
 
 
+def test_in_project_names_a_path_inside_the_project_relative_to_it(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (root / "reports" / "runs").mkdir(parents=True)
+    assert uris.in_project(root / "reports" / "runs", root) == "reports/runs"
+    assert uris.in_project(tmp_path / "elsewhere", root) == str(tmp_path / "elsewhere")
+    monkeypatch.chdir(root)  # a relative store path is inside when the project is the cwd
+    assert uris.shown("sqlite:///mlflow.db", root) == "sqlite:///mlflow.db (in the project)"
+
+
 def test_uri_secrets_lists_the_password_as_written_and_decoded():
     assert uris.uri_secrets("postgresql://u:p%40ss@h/db") == ["p%40ss", "p@ss"]
     assert uris.uri_secrets("postgresql://u:pw@h/db?password=other") == ["other", "pw"]

@@ -38,7 +38,7 @@ from bpttlab.report.render import render_html, render_markdown, save_figure  # n
 from bpttlab.reproduce import protocol as C  # noqa: E402
 from bpttlab.tracking import archive, processes  # noqa: E402
 from bpttlab.tracking.lifecycle import code_version  # noqa: E402
-from bpttlab.tracking.uris import redact, shown  # noqa: E402
+from bpttlab.tracking.uris import in_project, redact, shown  # noqa: E402
 
 #: Reproductions in report order.
 NAMES = (
@@ -230,14 +230,6 @@ def reproduce_one(
     return section
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the project when it is inside it."""
-    try:
-        return str(path.resolve().relative_to(tracking.project_root()))
-    except ValueError:
-        return str(path)
-
-
 def _header(ran: str, scale, sections, uri: str, runs_dir: Path, loaded, total: float):
     """The report's opening line and the list under it: what it was read from, the profile,
     what this invocation ran (``ran``: the reproductions, "" for none) in ``total`` seconds, and
@@ -261,7 +253,8 @@ def _header(ran: str, scale, sections, uri: str, runs_dir: Path, loaded, total: 
     if loaded is not None and (loaded.written or loaded.present):
         source += (
             f"; {loaded.written} runs were loaded into it from the run archive "
-            f"`{_shown(runs_dir)}` and {loaded.present} were there already"
+            f"`{in_project(runs_dir, tracking.project_root())}` and {loaded.present} were there "
+            "already"
         )
     details = [
         source + ".",

@@ -99,6 +99,26 @@ def redact(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def in_project(path: str | Path, root: str | Path) -> str:
+    """``path`` as a report names it: relative to the project ``root`` when it lies inside it
+    (so that no machine's folders reach a committed report), else as it is.
+
+    >>> in_project("/home/ada/bpttlab/reports/runs", "/home/ada/bpttlab")
+    'reports/runs'
+    >>> in_project("/data/runs", "/home/ada/bpttlab")
+    '/data/runs'
+    """
+    inside = _inside(path, root)
+    return str(path) if inside is None else inside
+
+
+def _inside(path: str | Path, root: str | Path) -> str | None:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+
+
 def shown(uri: str, root: str | Path) -> str:
     """``uri`` as a report names it: :func:`redact`-ed, and a SQLite file inside the project
     ``root`` as a path relative to it, so that a committed report names no machine's folders.
@@ -110,11 +130,8 @@ def shown(uri: str, root: str | Path) -> str:
     """
     uri = redact(uri)
     if uri.startswith("sqlite:///"):
-        try:
-            inside = Path(uri[len("sqlite:///") :]).resolve().relative_to(Path(root).resolve())
-        except (ValueError, OSError):
-            return uri
-        return f"sqlite:///{inside.as_posix()} (in the project)"
+        inside = _inside(uri[len("sqlite:///") :], root)
+        return uri if inside is None else f"sqlite:///{inside} (in the project)"
     return uri
 
 
