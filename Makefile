@@ -24,7 +24,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-slow test-scale lint format bench run sweep smoke ui report report-check reproduce server server-stop clean
+.PHONY: help install test test-slow test-scale lint format bench run sweep smoke ui drain report report-check reproduce server server-stop clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -73,6 +73,9 @@ smoke: ## Run the tiny smoke grid (experiments/smoke.yaml)
 
 ui: $(STAMP) ## Start the MLflow UI on http://$(HOST):$(UI_PORT) against the project's store, printing each study's runs-table link (Ctrl-C stops it)
 	$(PY) -m bpttlab.tools.ui --host $(HOST) --port $(UI_PORT)
+
+drain: $(STAMP) ## Let the running sweeps finish their runs in progress and start no more (the same command resumes them)
+	$(PY) -m bpttlab.tools.drain $(ARGS)
 
 report: $(STAMP) ## Build reports/ (figures, report.md, report.html) from the newest sweep in MLflow, no training
 	$(PY) -m bpttlab.report $(ARGS)

@@ -668,6 +668,35 @@ def _reproduce_fake(scale, out, do_run=False):
     )
 
 
+def test_a_drained_sweep_ends_the_reproduction_after_its_report(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from bpttlab.reproduce import __main__ as main_mod
+
+    ran = []
+
+    def drained(*a, **k):
+        ran.append("fake")
+        raise C.Drained("sweep repro_fake was drained", {"repro_fake sweep": 60.0})
+
+    first, second = _fake_reproduction({"full"}), _fake_reproduction({"full"})
+    first.run = drained
+    second.run = lambda *a, **k: ran.append("fake2") or {}
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake", first)
+    monkeypatch.setitem(sys.modules, "bpttlab.reproduce.fake2", second)
+    monkeypatch.setattr(main_mod, "available", lambda: ["fake", "fake2"])
+    argv = ["--profile", "full", "--only", "fake,fake2", "--out", str(tmp_path), "--no-archive"]
+    code = main_mod.main([*argv, "--tracking-uri", f"sqlite:///{tmp_path / 'db.sqlite'}"])
+    out = capsys.readouterr().out
+    assert code == 3 and ran == ["fake"], out  # the second reproduction did not start
+    assert "drained: fake's sweep held its runs not started, and fake2 did not run" in out
+    report = (tmp_path / "reproduce.md").read_text()
+    assert "ran fake (its sweep drained in fake: the runs not started were held)" in report
+    assert "1.0 min in sweeps" in report  # the drained sweep's time is counted
+    # both judged on what the store has: two rows in the summary, one in each section
+    assert report.count("| fake | c | p | 2 | k | PASS | full |") == 4
+
+
 @pytest.mark.parametrize(
     ("asked", "stored", "do_run", "label", "fell_back"),
     [

@@ -163,6 +163,61 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(sqlite_uri, tmp
         assert {r.info.run_name: r.info.run_id for r in children}[name] == run_id
 
 
+def test_a_drained_sweep_finishes_its_runs_in_progress_starts_no_more_and_resumes(
+    sqlite_uri, tmp_path
+):
+    slow = ("steps=2000", "task.seq_len=30", "model.hidden_size=32", "eval_every=500")
+    tracking.get_client(sqlite_uri)
+    nothing = subprocess.run(
+        [sys.executable, "-m", "bpttlab.tools.drain", "--tracking-uri", sqlite_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert nothing.returncode == 1 and "no sweep is running" in nothing.stderr, nothing.stderr
+    proc = run_sweep(
+        sqlite_uri, tmp_path, *slow, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+    reader.start()
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(ln.startswith("done ") for ln in lines):
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert any(ln.startswith("done ") for ln in lines), "the sweep did not get going"
+    drain = subprocess.run(
+        [sys.executable, "-m", "bpttlab.tools.drain", "--tracking-uri", sqlite_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert drain.stdout.startswith("draining sweep-smoke-"), drain.stdout
+    proc.wait(timeout=300)
+    reader.join(timeout=30)
+    out = "".join(lines)
+    assert proc.returncode == 3, out  # drained: not a failure, not done
+    assert "held  " in out and "not started, the sweep is draining" in out
+    summary = next(ln for ln in lines if ln.startswith("sweep drained in "))
+    client, parents, children = sweep_runs(sqlite_uri)
+    done = [r for r in children if r.info.status == "FINISHED"]
+    assert len(done) == len(children) < 6, [r.info.status for r in children]  # none KILLED
+    assert f"{len(done)} finished" in summary and f"{6 - len(done)} not started" in summary
+    assert parents[0].info.status == "KILLED"
+    assert "drained" in parents[0].data.tags["bpttlab.closed_reason"]
+
+    again = run_sweep(sqlite_uri, tmp_path, *slow)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(done)} skipped" in again.stdout and "held " not in again.stdout
+    _, parents, children = sweep_runs(sqlite_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "bpttlab.drain" not in parents[0].data.tags
+    assert "bpttlab.closed_reason" not in parents[0].data.tags  # that end was an earlier one's
+    assert sorted(r.info.run_name for r in children) == sorted(expected_names(30))
+
+
 def test_a_resumed_sweep_records_the_order_it_ran_in_and_keeps_the_earlier_one(
     sqlite_uri, tmp_path
 ):

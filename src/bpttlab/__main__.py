@@ -97,7 +97,7 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
     processes.stop_on_sigterm()
     try:
         with tracked_run(cfg, cpu_mark=cpu_mark) as run:
-            if not run.skipped:
+            if not (run.skipped or run.held):
                 c0 = time.process_time()
                 run.summary = train(cfg, run.tracker, resume=run.resume)
                 run.train_cpu = time.process_time() - c0
@@ -113,7 +113,9 @@ def run_job(dcfg: DictConfig) -> dict[str, Any]:
     where = ""
     if run.parent_id:
         where = " " + S.progress(run.client, run.experiment_id, run.parent_id)
-    if run.skipped:
+    if run.held:
+        print(f"held  {name}: not started, the sweep is draining", flush=True)
+    elif run.skipped:
         print(f"skip  {name}: finished before{where}", flush=True)
     elif run.status == "FINISHED":
         print(summary_line(name, summary) + where, flush=True)
@@ -221,7 +223,11 @@ def main() -> None:
         if full_error:
             raise
         raise SystemExit(1) from None
-    if S.RESULT.get("failed") or S.RESULT.get("killed"):
+    if S.RESULT.get("failed"):
+        raise SystemExit(1)
+    if S.RESULT.get("not started"):
+        raise SystemExit(S.EXIT_DRAINED)
+    if S.RESULT.get("killed"):
         raise SystemExit(1)
 
 

@@ -38,6 +38,7 @@ from bpttlab.report.render import render_html, render_markdown, save_figure  # n
 from bpttlab.reproduce import protocol as C  # noqa: E402
 from bpttlab.tracking import archive, processes  # noqa: E402
 from bpttlab.tracking.lifecycle import code_version  # noqa: E402
+from bpttlab.tracking.sweep import EXIT_DRAINED  # noqa: E402
 from bpttlab.tracking.uris import in_project, redact, shown  # noqa: E402
 
 #: Reproductions in report order.
@@ -162,7 +163,13 @@ def reproduce_one(
     section = C.Section(name=name, title=mod.TITLE, setup=mod.SETUP)
     try:
         if do_run:
-            section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
+            C.sweeps_begin()
+            try:
+                section.seconds.update(mod.run(uri, scale, jobs=jobs, workdir=workdir, log=log))
+            except C.Drained as exc:  # judged on what finished, like a grid partly run
+                section.drained = True
+                section.seconds.update(exc.seconds)
+                log(f"  {exc}")
         t0 = time.perf_counter()
         data, verdicts = _judge(mod, uri, scale)
         other = scale.other()
@@ -321,14 +328,21 @@ def _reproduce(args, chosen, scale: C.Scale, uri: str) -> int:
     if not args.no_archive:
         loaded = archive.load(uri, runs_dir, log=print)
     sections = []
+    drained = ""
     for name in available():
-        do_run = not args.no_run and name in chosen
+        do_run = not args.no_run and name in chosen and not drained
         print(f"== {name} ({'run + report' if do_run else 'report from the store'})", flush=True)
         sections.append(
             reproduce_one(name, uri, scale, out, do_run=do_run, jobs=args.jobs, workdir=workdir)
         )
+        if sections[-1].drained:
+            drained = name  # no further reproduction starts
     total = time.perf_counter() - t_start
-    ran = "" if args.no_run else ", ".join(chosen)
+    order = available().index
+    done = [n for n in chosen if not drained or order(n) <= order(drained)]
+    ran = "" if args.no_run else ", ".join(done)
+    if drained:
+        ran += f" (its sweep drained in {drained}: the runs not started were held)"
     header, details = _header(ran, scale, sections, uri, runs_dir, loaded, total)
     blocks = C.report_blocks(sections, header, details)
     (out / "reproduce.md").write_text(render_markdown(blocks, out), encoding="utf-8")
@@ -341,6 +355,15 @@ def _reproduce(args, chosen, scale: C.Scale, uri: str) -> int:
     if errors:
         print(f"errors in: {', '.join(errors)}", file=sys.stderr)
         return 1
+    if drained:
+        later = [n for n in chosen if n not in done]
+        print(
+            f"drained: {drained}'s sweep held its runs not started"
+            + (f", and {', '.join(later)} did not run" if later else "")
+            + "; the same command goes on from there",
+            flush=True,
+        )
+        return EXIT_DRAINED
     return 0
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from bpttlab import launch, tracking
 from bpttlab.tracking import reader
+from bpttlab.tracking.sweep import EXIT_DRAINED
 
 # Run-level fields that a profile or a run scale changes; runs are selected on them (besides
 # every field a profile sets).
@@ -268,11 +269,29 @@ def _in_values(column: pd.Series, values: Sequence[str]) -> pd.Series:
 # ---------------------------------------------------------------------------------------------
 def progress_line(line: str) -> bool:
     """Whether a line of a sweep's output is shown while a reproduction runs: the sweep's start
-    and end, each run's end (``done``, ``skip``, ``FAILED``), and each run taken up from a
+    and end, each run's end (``done``, ``skip``, ``held``, ``FAILED``), and each run taken up from a
     snapshot or not (``resume``, ``not resumed``)."""
-    return line.startswith(("sweep", "done ", "skip ", "resume ", "  FAILED")) or (
+    return line.startswith(("sweep", "done ", "skip ", "held ", "resume ", "  FAILED")) or (
         "not resumed" in line
     )
+
+
+class Drained(RuntimeError):
+    """A sweep was drained (``make drain``): its runs in progress finished, some jobs were not
+    started. ``seconds``: the wall and CPU seconds of every sweep run since :func:`sweeps_begin`,
+    the drained one included, keyed ``<experiment> sweep`` and ``<experiment> sweep cpu``."""
+
+    def __init__(self, message: str, seconds: dict[str, float]):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+_SWEPT: dict[str, float] = {}  # the sweeps run since sweeps_begin(), for Drained
+
+
+def sweeps_begin() -> None:
+    """Start counting the sweeps a reproduction runs (for the times a :class:`Drained` carries)."""
+    _SWEPT.clear()
 
 
 def run_sweep(
@@ -302,6 +321,10 @@ def run_sweep(
         cwd=workdir or tracking.project_root(),
         on_line=lambda line: log("  " + line) if progress_line(line) else None,
     )
+    _SWEPT[f"{name} sweep"] = _SWEPT.get(f"{name} sweep", 0.0) + proc.seconds
+    _SWEPT[f"{name} sweep cpu"] = _SWEPT.get(f"{name} sweep cpu", 0.0) + proc.cpu_seconds
+    if proc.returncode == EXIT_DRAINED:
+        raise Drained(f"sweep {name} was drained: its runs not started were held", dict(_SWEPT))
     if not proc.ok:
         raise RuntimeError(proc.failure(f"sweep {name}"))
     return {"sweep": proc.seconds, "sweep cpu": proc.cpu_seconds}
@@ -538,6 +561,7 @@ class Section:
     profile: str = ""  # the profile (label) its verdicts come from
     fallback: str = ""  # why it is reported from another profile than the one asked for
     left_out: list[str] = field(default_factory=list)  # settings with too few finished seeds
+    drained: bool = False  # its sweep was drained: some of its runs were not started
 
 
 VERDICT_COLUMNS = ("result", "claim", "published", "ours", "pass criterion", "verdict", "run size")

@@ -49,6 +49,9 @@ ENV_TOTAL = "BPTTLAB_SWEEP_TOTAL"
 ENV_START = "BPTTLAB_SWEEP_START"
 ENV_CODE = "BPTTLAB_CODE_VERSION"
 ENV_SWEEP_ID = "BPTTLAB_SWEEP_ID"
+#: On a sweep's parent run: a drain was asked for (``make drain``): its jobs not yet started are
+#: held (no run is made), the runs in progress finish.
+TAG_DRAIN = "bpttlab.drain"
 
 #: Paths whose local changes do not make the code version dirty: generated outputs.
 GENERATED = ("reports",)
@@ -226,6 +229,7 @@ class Run:
     name: str
     tracker: Any = None
     skipped: bool = False
+    held: bool = False  # not started: the sweep is draining
     summary: dict[str, Any] = field(default_factory=dict)
     status: str = "RUNNING"
     client: Any = None
@@ -403,14 +407,18 @@ def tracked_run(cfg: C.Config, cpu_mark: float | None = None) -> Iterator[Run]:
     found: tuple[snapshot.Snapshot, str] | None = None  # an earlier attempt's, to train on from
     previous: list[tuple[str, str]] = []  # the sweep's earlier attempts of this config
     if parent_id:
-        sweep_id = os.environ.get(ENV_SWEEP_ID) or client.get_run(parent_id).data.tags.get(
-            "sweep_id", ""
-        )
+        parent_tags = client.get_run(parent_id).data.tags
+        sweep_id = os.environ.get(ENV_SWEEP_ID) or parent_tags.get("sweep_id", "")
         previous = _earlier_attempts(client, exp_id, parent_id, chash)
         finished = [run_id for run_id, status in previous if status == "FINISHED"]
         if finished:
             run.skipped, run.status = True, "FINISHED"
             run.summary = dict(client.get_run(finished[0]).data.metrics, skipped=1)
+            yield run
+            return
+        if TAG_DRAIN in parent_tags:  # an earlier attempt and its snapshot stay for a resume
+            run.held, run.status = True, "HELD"
+            run.summary = {"held": 1}
             yield run
             return
         found = _latest_snapshot(client, previous, chash, run.name) if previous else None

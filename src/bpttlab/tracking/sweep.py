@@ -41,6 +41,9 @@ HEARTBEAT_EVERY = 10.0  # seconds between the driver's heartbeats
 STALE_AFTER = 60.0  # a lease without a heartbeat for this long belongs to a dead driver
 TAG_DRIVER = "bpttlab.driver"
 TAG_HEARTBEAT = "bpttlab.heartbeat"
+#: Exit status of a sweep that was drained (``make drain``): every run it started finished, and
+#: some of its jobs were not started; the same command goes on with them.
+EXIT_DRAINED = 3
 
 _STATE: dict[str, Any] = {}  # the open sweep of this process: uri, ids, start, heartbeat thread
 RESULT: dict[str, int] = {}  # the last sweep's counts (for the exit status)
@@ -208,6 +211,9 @@ def open_parent(config: DictConfig, uri: str) -> str:
         client.set_tag(parent_id, TAG_DRIVER, me)
         client.set_tag(parent_id, TAG_HEARTBEAT, f"{time.time():.3f}")
         client.set_tag(parent_id, "n_workers", n_workers(config))
+        for stale in (L.TAG_DRAIN, "bpttlab.closed_reason"):  # of an earlier launch's end
+            if stale in found[0].data.tags:
+                client.delete_tag(parent_id, stale)
         time.sleep(0.2)  # two drivers taking over together: the last writer of the tag wins
         if client.get_run(parent_id).data.tags.get(TAG_DRIVER) != me:
             raise SweepRefused(f"another driver took over this sweep (parent run {parent_id})")
@@ -262,7 +268,7 @@ def open_parent(config: DictConfig, uri: str) -> str:
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(uri, parent_id, stop), daemon=True)
     beat.start()
-    _STATE.update(uri=uri, exp_id=exp_id, parent_id=parent_id, start=start, stop=stop)
+    _STATE.update(uri=uri, exp_id=exp_id, parent_id=parent_id, start=start, stop=stop, total=total)
     print(
         f"sweep {config.study} ({resumed} parent run {parent_id}, sweep_id {key}): "
         f"{total} runs into {redact(uri)}, experiment '{config.tracking.experiment}'{note}",
@@ -391,9 +397,24 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
         "killed": sum(1 for r in kids if r.info.status == "KILLED"),
         "skipped": len(skipped),
     }
+    drained = False
+    if not stopped:
+        try:
+            drained = L.TAG_DRAIN in client.get_run(parent_id).data.tags
+        except Exception:  # the counts below still close the sweep
+            drained = False
+    if drained:  # the jobs it held: those of the grid with no run that ended FINISHED or FAILED
+        total = int(state.get("total") or 0)
+        ended = {
+            r.data.tags.get("config_hash", r.info.run_id)
+            for r in kids
+            if r.info.status in ("FINISHED", "FAILED")
+        }
+        res["not started"] = max(0, total - len(ended))
+        reason = f"drained: {res['not started']} of its {total} runs not started"
     RESULT.clear()
     RESULT.update(res)
-    if interrupted:
+    if interrupted or drained:
         status = "KILLED"
     elif reason or res["failed"] or res["killed"]:
         status = "FAILED"
@@ -407,9 +428,11 @@ def close(interrupted: bool, reason: str = "") -> dict[str, int]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"could not close the parent run {parent_id}: {first}", file=sys.stderr)
     counts = ", ".join(f"{v} {k}" for k, v in res.items())
-    head = "sweep done" if not stopped else "sweep stopped"
+    head = "sweep drained" if drained else "sweep done" if not stopped else "sweep stopped"
+    if drained:
+        reason = ""  # the counts say it
     tail = ""
-    if stopped or res["failed"] or res["killed"]:
+    if stopped or drained or res["failed"] or res["killed"]:
         tail = "; re-run the same command to resume"
     print(
         f"{head} in {fmt_seconds(time.time() - start)}: {counts} (parent run {parent_id})"
