@@ -278,9 +278,52 @@ def test_adding_run_without_a_finite_loss_counts_as_failed():
 def test_adding_observes_the_gru_without_a_verdict():
     runs = _adding_runs(GOOD).assign(steps_done=1200.0)
     text = adding.observations({"runs": runs}, "quick")
-    assert text.startswith("Observation, no verdict (quick): the GRU")
+    assert text.startswith("Observations, no verdict (quick): the GRU")
     assert "T = 100: MSE/(1/6) median 1.000 [0.900, 1.000] (n=3)" in text
     assert all(v.claim.find("GRU") < 0 for v in adding.verdicts(runs))
+
+
+def test_adding_observes_when_seeds_leave_the_baseline():
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "variant": ["LSTM", "LSTM", "LSTM", "GRU"],
+            "seq_len": [400, 400, 400, 400],
+            "seed": [0, 1, 2, 0],
+            "rel": [0.1, 0.7, 1.05, 0.04],
+        }
+    )
+    base = 1 / 6
+    curves = pd.DataFrame(
+        [  # (run, step, MSE): a crosses 0.5 x 1/6 at 13,800; b at 17,600 then rises; c never
+            ("a", 0, 5 * base),
+            ("a", 13600, 0.6 * base),
+            ("a", 13800, 0.4 * base),
+            ("a", 15600, 0.1 * base),
+            ("b", 17400, base),
+            ("b", 17600, 0.45 * base),
+            ("b", 20000, 0.7 * base),
+            ("c", 20000, 1.05 * base),
+            ("d", 2400, 0.04 * base),
+        ],
+        columns=["run_id", "step", "value"],
+    ).assign(metric="test_loss")
+    curves.loc[len(curves)] = ["c", 100, 0.01 * base, "grad_norm"]  # another metric: ignored
+    first = adding.first_below(runs, curves, adding.BEATS)
+    assert [first["a"], first["b"], first["d"]] == [13800, 17600, 2400]
+    assert np.isnan(first["c"])
+    text = adding.observations({"runs": runs, "curves": curves}, "full")
+    assert "LSTM, the first evaluation below 0.5 × 1/6 (leaving the baseline): " in text
+    assert "T = 400: 2 of 3 seeds, at 13,800–17,600" in text
+    assert "GRU, the first evaluation below 0.5 × 1/6 (leaving the baseline): " in text
+    assert "T = 400: 1 of 1 seeds, at 2,400" in text
+    same = curves.assign(step=curves["step"].where(curves["run_id"] != "b", 13800))
+    assert (
+        "T = 400: 2 of 3 seeds, at 13,800;"
+        in adding.escapes({"runs": runs, "curves": same}, "LSTM") + ";"
+    )
+    never = adding.escapes({"runs": runs[runs["run_id"] == "c"], "curves": curves}, "LSTM")
+    assert never.endswith("T = 400: 0 of 1 seeds")
 
 
 # ---------------------------------------------------------------------------------------------
